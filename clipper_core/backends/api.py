@@ -1,0 +1,133 @@
+"""The container backend interface (Clipper's ``ContainerManager``).
+
+A container manager starts the cluster's server processes and the model replicas, and knows
+how to find them again. :class:`~clipper_core.admin.connection.ClipperConnection` talks to the
+management API over HTTP and delegates everything that runs processes to its manager.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+#: Ports inside a container (spec §0); backends map them to host ports.
+CLIPPER_INTERNAL_QUERY_PORT = 1337
+CLIPPER_INTERNAL_MANAGEMENT_PORT = 1338
+CLIPPER_INTERNAL_RPC_PORT = 7000
+CLIPPER_INTERNAL_REDIS_PORT = 6379
+
+# Container labels (spec §10.4).
+CLIPPER_DOCKER_LABEL = "ai.clipper.container.label"
+CLIPPER_MODEL_CONTAINER_LABEL = "ai.clipper.model_container.label"
+CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL = "ai.clipper.query_frontend.label"
+CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL = "ai.clipper.management_frontend.label"
+CLIPPER_DOCKER_PORT_LABELS = {
+    "redis": "ai.clipper.redis.port",
+    "query_rest": "ai.clipper.query_frontend.query.port",
+    "query_rpc": "ai.clipper.query_frontend.rpc.port",
+    "management": "ai.clipper.management.port",
+    "metric": "ai.clipper.metric.port",
+}
+#: Separator of ``<name>_<version>`` in model labels: illegal in DNS-1123 names.
+_MODEL_CONTAINER_LABEL_DELIMITER = "_"
+
+
+def create_model_container_label(name: str, version: str) -> str:
+    return f"{name}{_MODEL_CONTAINER_LABEL_DELIMITER}{version}"
+
+
+def parse_model_container_label(label: str) -> tuple[str, str]:
+    name, _, version = label.partition(_MODEL_CONTAINER_LABEL_DELIMITER)
+    return name, version
+
+
+class ClusterAdapter(logging.LoggerAdapter):
+    """Prefixes log lines with ``[<cluster name>]`` as Clipper did."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['cluster_name']}] {msg}", kwargs
+
+
+class ContainerManager(ABC):
+    """Runs a cluster's frontends and model replicas on some substrate."""
+
+    #: Registry key (``local``, ``docker``, ``kubernetes``).
+    name: ClassVar[str]
+
+    cluster_name: str
+    logger: ClusterAdapter
+
+    @abstractmethod
+    def start_clipper(
+        self,
+        query_frontend_image: str,
+        mgmt_frontend_image: str,
+        frontend_exporter_image: str,
+        cache_size: int,
+        qf_http_thread_pool_size: int,
+        qf_http_timeout_request: int,
+        qf_http_timeout_content: int,
+        num_frontend_replicas: int = 1,
+    ) -> None:
+        """Start the frontends (and the store, if the backend manages one)."""
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Find a running cluster of this name and learn its addresses."""
+
+    @abstractmethod
+    def build_model(
+        self,
+        name: str,
+        version: str,
+        model_data_path: str,
+        base_image: str,
+        container_registry: str | None = None,
+        pkgs_to_install: list[str] | None = None,
+    ) -> str:
+        """Package ``model_data_path`` so replicas can run it; return the image reference."""
+
+    def default_base_image(self, deployer_name: str) -> str:
+        """The image a deployer's bundles build FROM when ``base_image="default"``."""
+        return deployer_name
+
+    @abstractmethod
+    def deploy_model(
+        self, name: str, version: str, input_type: str, image: str, num_replicas: int = 1
+    ) -> None: ...
+
+    @abstractmethod
+    def get_num_replicas(self, name: str, version: str) -> int: ...
+
+    @abstractmethod
+    def set_num_replicas(
+        self, name: str, version: str, input_type: str, image: str, num_replicas: int
+    ) -> None: ...
+
+    @abstractmethod
+    def get_logs(self, logging_dir: str) -> list[str]:
+        """Write every process's log into ``logging_dir``; return the file paths."""
+
+    @abstractmethod
+    def stop_models(self, models: dict[str, list[str]]) -> None:
+        """Stop all replicas of the given ``{name: [versions]}``."""
+
+    @abstractmethod
+    def stop_all_model_containers(self) -> None: ...
+
+    @abstractmethod
+    def stop_all(self, graceful: bool = True) -> None:
+        """Stop everything this cluster started (frontends, store, replicas)."""
+
+    @abstractmethod
+    def get_admin_addr(self) -> str:
+        """``host:port`` of the management API."""
+
+    @abstractmethod
+    def get_query_addr(self) -> str:
+        """``host:port`` of the query frontend."""
+
+    def get_metric_addr(self) -> str:
+        """``host:port`` serving metrics (the query frontend's ``/metrics``)."""
+        return self.get_query_addr()

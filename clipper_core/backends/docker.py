@@ -1,0 +1,1 @@
+"""Placeholder until this built-in plugin lands; replaced by its owner."""
