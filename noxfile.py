@@ -1,0 +1,75 @@
+"""Every test session of the project: lint, core tests, Docker tests, each plugin, benchmarks.
+
+``nox`` runs the default sessions (everything ``scripts/test-all.sh`` needs); ``nox -s bench``
+runs the benchmarks. Each plugin is tested alone in a fresh environment with clipper-core, so
+its declared dependencies are proven sufficient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests", "docker", "plugins", "mxnet"]
+
+ROOT = Path(__file__).parent
+#: Plugins tested by the ``plugins`` session, with what each needs installed first.
+PLUGIN_PREREQUISITES = {
+    "clipper-deployer-pytorch": ["torch==2.13.0"],
+    "clipper-deployer-onnx": ["torch==2.13.0"],
+    "clipper-deployer-tensorflow": [],
+    "clipper-deployer-pyspark": [],
+}
+#: MXNet 1.9.1 (the last release) needs numpy<1.24, so it gets its own environment.
+MXNET_PREREQUISITES = ["numpy<1.24", "mxnet==1.9.1"]
+PYTEST = ["pytest", "-q", "-p", "no:cacheprovider", "--durations=10"]
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """Ruff over the whole tree."""
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Core unit and integration tests on the embedded default (no Docker)."""
+    session.install("-e", ".[test]")
+    session.run(*PYTEST, "tests", "bench/tests", "-m", "not docker", *session.posargs)
+
+
+@nox.session
+def docker(session: nox.Session) -> None:
+    """Docker backend tests on a real engine (scripts/ensure-docker.sh starts it)."""
+    session.run("bash", "scripts/ensure-docker.sh", external=True)
+    session.run("bash", "scripts/build-base-image.sh", external=True)
+    session.install("-e", ".[test]")
+    session.run(*PYTEST, "tests", "-m", "docker", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("plugin", list(PLUGIN_PREREQUISITES))
+def plugins(session: nox.Session, plugin: str) -> None:
+    """One framework plugin, installed alone with clipper-core."""
+    if PLUGIN_PREREQUISITES[plugin]:
+        session.install(*PLUGIN_PREREQUISITES[plugin])
+    session.install("-e", ".[test]", "-e", f"plugins/{plugin}[test]")
+    session.run(*PYTEST, f"plugins/{plugin}/tests", *session.posargs)
+
+
+@nox.session
+def mxnet(session: nox.Session) -> None:
+    """The MXNet plugin in its own environment (numpy<1.24)."""
+    session.install(*MXNET_PREREQUISITES)
+    session.install("-e", ".[test]", "-e", "plugins/clipper-deployer-mxnet[test]",
+                    *MXNET_PREREQUISITES)
+    session.run(*PYTEST, "plugins/clipper-deployer-mxnet/tests", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Throughput and latency against nginx (``-- --quick`` for the short run)."""
+    session.install("-e", ".", "matplotlib", "torch==2.13.0")
+    session.run("python", "-m", "bench", *session.posargs)
