@@ -1,0 +1,1 @@
+"""Deployers: ``python`` is built in; the framework deployers come from plugins."""

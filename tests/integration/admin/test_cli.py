@@ -1,0 +1,95 @@
+"""The ``clipper`` command, run as a real process: output, exit codes, quickstart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, helpers):
+    """Run ``clipper <command> <cluster options>``; the cluster is stopped at the end."""
+    root = tmp_path_factory.mktemp("cli")
+    options = ["--cluster-name", "cli-test", "--cluster-dir", str(root / "cli-test"),
+               "--query-port", str(helpers.unused_port()),
+               "--management-port", str(helpers.unused_port()),
+               "--rpc-port", str(helpers.unused_port())]
+
+    def run(*args: str, cluster: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "clipper_core.cli", *args, *(options if cluster else ())]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=240)
+
+    yield run
+    run("stop", "--kill")
+
+
+def test_quickstart_twice_then_inspect_and_stop(cli, tmp_path):
+    first = cli("quickstart")
+    assert first.returncode == 0, first.stderr
+    assert "curl -X POST" in first.stdout
+    assert "hello-world/predict" in first.stdout
+    # the CLI process has exited; its cluster and replica keep serving
+    second = cli("quickstart")
+    assert second.returncode == 0, second.stderr
+
+    pred = cli("predict", "hello-world", "[1.1, 2.2, 3.3]")
+    assert pred.returncode == 0, pred.stderr
+    answer = json.loads(pred.stdout)
+    assert answer["default"] is False
+    assert answer["output"] == pytest.approx(6.6)
+
+    apps = cli("apps")
+    assert apps.returncode == 0
+    assert apps.stdout.splitlines()[0].split()[:3] == ["APPLICATION", "INPUT", "TYPE"]
+    assert "hello-world  doubles" in apps.stdout
+    assert "sum-model" in apps.stdout
+
+    models = cli("models")
+    rows = [line.split() for line in models.stdout.splitlines()[1:]]
+    assert rows == [["sum-model", "1", "doubles", "*", "1", rows[0][-1]]]
+
+    replicas = cli("replicas")
+    assert replicas.returncode == 0
+    assert "running" in replicas.stdout
+    assert "1 replica(s) connected" in replicas.stdout
+
+    status = cli("status")
+    assert status.returncode == 0
+    assert "applications:    1" in status.stdout
+
+    logs = cli("logs", "--dir", str(tmp_path))
+    assert logs.returncode == 0
+    assert any(line.endswith("server.log") for line in logs.stdout.splitlines())
+
+    assert cli("start").returncode == 1
+
+    stop = cli("stop")
+    assert stop.returncode == 0, stop.stderr
+    status = cli("status")
+    assert status.returncode == 1
+    assert "not running" in status.stderr
+
+
+def test_errors_and_usage(cli):
+    bad = cli("predict", "hello-world", "[1.0")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("clipper: error:")
+    assert "Traceback" not in bad.stderr
+
+    stopped = cli("predict", "hello-world", "[1.0]")
+    assert stopped.returncode == 1
+    assert "No cluster named cli-test" in stopped.stderr
+
+    usage = cli("frobnicate", cluster=False)
+    assert usage.returncode == 2
+    assert cli("predict", cluster=False).returncode == 2
+
+
+def test_plugins_lists_the_built_ins(cli):
+    out = cli("plugins", cluster=False)
+    assert out.returncode == 0
+    assert "backend local" in out.stdout
+    assert "deployer python" in out.stdout
