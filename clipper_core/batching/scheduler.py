@@ -1,0 +1,344 @@
+"""Deadline-ordered queues per model version, pulled in batches by idle replicas.
+
+* Every model version has one :class:`VersionQueue`: a heap ordered by deadline (earliest
+  first) shared by all its replicas. Queues are per version, never per application.
+* A replica with no batch in flight is *idle*. Submitting a query marks its queue dirty; once
+  per event-loop iteration the dirty queues hand batches to their idle replicas, so requests
+  that arrive together are batched together. A replica pulls its next batch as soon as it
+  answers (at most one batch in flight per replica).
+* Expired queries are dropped before a batch is formed (their SLO timer answers them).
+* Identical in-flight queries (same cache key) share one task: the model sees the input once
+  and every waiter gets the answer. Answers fill the cache even when every waiter has already
+  been answered with the default output; error replies are never cached.
+* A replica that disappears hands its in-flight batch back to its queue (another replica of the
+  version takes it); with no replica left, the queued queries get the default output at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol
+
+from clipper_core.batching.adaptive import BatchSizer
+from clipper_core.cache.api import PredictionCache
+from clipper_core.metrics import MetricsRegistry
+from clipper_core.types import ADAPTIVE_BATCH_SIZE, InputType, Replica
+
+#: Explanation of a query whose model version has no connected replica (spec §1.5).
+NO_MODELS = "No connected models found for query"
+
+
+class Waiter(Protocol):
+    """Whoever waits for a task's answer: :meth:`resolve` with a fragment or an explanation."""
+
+    def resolve(self, index: int, fragment: bytes | None, explanation: str | None) -> None: ...
+
+
+class Task:
+    """One distinct input for one model version, and everyone waiting for its answer."""
+
+    __slots__ = ("data", "deadline", "enqueued", "key", "waiters")
+
+    def __init__(self, key: Hashable, data: bytes, deadline: float, enqueued: float,
+                 waiter: Waiter, index: int) -> None:
+        self.key = key
+        self.data = data
+        self.deadline = deadline
+        self.enqueued = enqueued
+        self.waiters: list[tuple[Waiter, int]] = [(waiter, index)]
+
+    def resolve(self, fragment: bytes | None, explanation: str | None) -> None:
+        for waiter, index in self.waiters:
+            waiter.resolve(index, fragment, explanation)
+
+
+class Batch:
+    __slots__ = ("budget", "msg_id", "replica", "sent", "tasks")
+
+    def __init__(self, msg_id: int, replica: ReplicaSlot, tasks: list[Task], sent: float) -> None:
+        self.msg_id = msg_id
+        self.replica = replica
+        self.tasks = tasks
+        self.sent = sent
+        self.budget = tasks[0].deadline - sent
+
+
+class ReplicaSlot:
+    """The scheduler's view of one connected replica."""
+
+    __slots__ = ("inflight", "queue", "replica", "session", "sizer")
+
+    def __init__(self, session: Any, replica: Replica, queue: VersionQueue) -> None:
+        self.session = session
+        self.replica = replica
+        self.queue = queue
+        self.sizer = BatchSizer(queue.batch_size)
+        self.inflight: Batch | None = None
+
+
+class VersionQueue:
+    """The deadline-ordered queue of one model version, its replicas and its metrics."""
+
+    __slots__ = (
+        "batch_hist",
+        "batch_size",
+        "cache_ratio",
+        "errors",
+        "heap",
+        "idle",
+        "input_type",
+        "latency",
+        "model",
+        "num_predictions",
+        "replicas",
+        "throughput",
+        "version",
+        "wait_handle",
+        "waited",
+    )
+
+    def __init__(self, model: str, version: str, input_type: InputType, batch_size: int,
+                 metrics: MetricsRegistry) -> None:
+        self.model = model
+        self.version = version
+        self.input_type = input_type
+        self.batch_size = batch_size
+        self.heap: list[tuple[float, int, Task]] = []
+        self.replicas: list[ReplicaSlot] = []
+        self.idle: list[ReplicaSlot] = []
+        self.wait_handle: asyncio.TimerHandle | None = None
+        self.waited = False
+        prefix = f"model:{model}:{version}:"
+        self.latency = metrics.histogram(prefix + "prediction_latency")
+        self.throughput = metrics.meter(prefix + "prediction_throughput")
+        self.num_predictions = metrics.counter(prefix + "num_predictions")
+        self.cache_ratio = metrics.ratio(prefix + "cache_hit_ratio")
+        self.batch_hist = metrics.histogram(prefix + "batch_size", unit="queries")
+        self.errors = metrics.counter(prefix + "num_errors")
+        metrics.gauge(prefix + "queue_depth", lambda: len(self.heap))
+        metrics.gauge(prefix + "num_replicas", lambda: len(self.replicas))
+
+    def set_batch_size(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        for slot in self.replicas:
+            slot.sizer.fixed = batch_size
+
+
+#: ``send(session, input_type, inputs) -> msg_id``: hands a batch to the RPC layer.
+SendBatch = Callable[[Any, int, Sequence[bytes]], int]
+
+
+class Scheduler:
+    """Owns every version queue, the in-flight batches and the coalescing table."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: SendBatch,
+                 cache: PredictionCache, render: Callable[[bytes], bytes],
+                 metrics: MetricsRegistry, *, max_queue_depth: int,
+                 batch_wait_micros: int = 0,
+                 on_routing_change: Callable[[], None] = lambda: None) -> None:
+        self.loop = loop
+        self.send = send
+        self.cache = cache
+        self.render = render
+        self.metrics = metrics
+        self.max_queue_depth = max_queue_depth
+        self.batch_wait_s = batch_wait_micros / 1e6
+        self.on_routing_change = on_routing_change
+        self.queues: dict[tuple[str, str], VersionQueue] = {}
+        self.batch_sizes: dict[tuple[str, str], int] = {}
+        self.pending: dict[Hashable, Task] = {}
+        self.inflight: dict[int, Batch] = {}
+        self._dirty: set[VersionQueue] = set()
+        self._seq = itertools.count()
+        self.num_predictions = metrics.counter("internal:aggregate_num_predictions")
+        self.throughput = metrics.meter("internal:aggregate_model_throughput")
+        self.queueing_delay = metrics.histogram("internal:rpc_request_queueing_delay",
+                                                sample_size=2056)
+        metrics.gauge("internal:num_replicas",
+                      lambda: sum(len(q.replicas) for q in self.queues.values()))
+
+    # -- queries ----------------------------------------------------------------------------
+    def has_room(self, queue: VersionQueue, n: int) -> bool:
+        """Whether ``n`` more queries fit in ``queue`` (expired ones make room)."""
+        if len(queue.heap) + n <= self.max_queue_depth:
+            return True
+        self._drop_expired(queue.heap, self.loop.time())
+        return len(queue.heap) + n <= self.max_queue_depth
+
+    def _drop_expired(self, heap: list[tuple[float, int, Task]], now: float) -> None:
+        pending = self.pending
+        while heap and heap[0][0] <= now:
+            expired = heapq.heappop(heap)[2]
+            if pending.get(expired.key) is expired:
+                del pending[expired.key]
+
+    def submit(self, queue: VersionQueue, key: Hashable, data: bytes, deadline: float,
+               now: float, waiter: Waiter, index: int) -> None:
+        """Queue one query (or join the identical one already in flight)."""
+        task = self.pending.get(key)
+        if task is not None:
+            task.waiters.append((waiter, index))
+            return
+        task = Task(key, data, deadline, now, waiter, index)
+        self.pending[key] = task
+        heapq.heappush(queue.heap, (deadline, next(self._seq), task))
+        if queue.idle:
+            if not self._dirty:
+                self.loop.call_soon(self._dispatch_dirty)
+            self._dirty.add(queue)
+
+    def _dispatch_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for queue in dirty:
+            self._dispatch(queue)
+
+    def _dispatch(self, queue: VersionQueue) -> None:
+        heap = queue.heap
+        idle = queue.idle
+        now = self.loop.time()
+        while idle and heap:
+            self._drop_expired(heap, now)
+            if not heap:
+                return
+            slot = idle[-1]
+            size = slot.sizer.size(heap[0][0] - now, len(heap))
+            wanted = slot.sizer.fixed if slot.sizer.fixed > 0 else slot.sizer.limit
+            if self.batch_wait_s and len(heap) < wanted and not queue.waited:
+                if queue.wait_handle is None:
+                    queue.wait_handle = self.loop.call_later(
+                        self.batch_wait_s, self._end_wait, queue)
+                return
+            idle.pop()
+            tasks = [heapq.heappop(heap)[2] for _ in range(size)]
+            self._send(slot, tasks, now)
+
+    def _end_wait(self, queue: VersionQueue) -> None:
+        queue.wait_handle = None
+        queue.waited = True
+        self._dispatch(queue)
+        queue.waited = False
+
+    def _send(self, slot: ReplicaSlot, tasks: list[Task], now: float) -> None:
+        queue = slot.queue
+        msg_id = self.send(slot.session, queue.input_type, [t.data for t in tasks])
+        batch = Batch(msg_id, slot, tasks, now)
+        slot.inflight = batch
+        self.inflight[msg_id] = batch
+        n = len(tasks)
+        queue.batch_hist.insert(n)
+        self.num_predictions.count += n
+        self.queueing_delay.insert(int((now - tasks[0].enqueued) * 1e6))
+
+    # -- replies ----------------------------------------------------------------------------
+    def _finish(self, slot: ReplicaSlot, msg_id: int) -> Batch | None:
+        batch = self.inflight.get(msg_id)
+        if batch is None or batch.replica is not slot:
+            return None
+        del self.inflight[msg_id]
+        slot.inflight = None
+        queue = slot.queue
+        if slot in queue.replicas:
+            queue.idle.append(slot)
+            if queue.heap:
+                if not self._dirty:
+                    self.loop.call_soon(self._dispatch_dirty)
+                self._dirty.add(queue)
+        return batch
+
+    def on_response(self, slot: ReplicaSlot, msg_id: int, outputs: Sequence[bytes]) -> None:
+        batch = self._finish(slot, msg_id)
+        if batch is None:
+            return
+        tasks = batch.tasks
+        if len(outputs) != len(tasks):
+            self._fail_batch(slot, tasks, f"Model error: the model returned {len(outputs)} "
+                                          f"outputs for a batch of {len(tasks)} inputs")
+            return
+        now = self.loop.time()
+        latency = now - batch.sent
+        n = len(tasks)
+        slot.sizer.observe(n, latency, batch.budget)
+        queue = slot.queue
+        queue.throughput.mark(n)
+        queue.num_predictions.count += n
+        self.throughput.mark(n)
+        micros = int(latency * 1e6)
+        hist = queue.latency
+        render = self.render
+        cache_put = self.cache.put
+        pending = self.pending
+        for task, output in zip(tasks, outputs, strict=True):
+            fragment = render(output)
+            cache_put(task.key, fragment)
+            if pending.get(task.key) is task:
+                del pending[task.key]
+            task.resolve(fragment, None)
+            hist.insert(micros)
+
+    def on_error(self, slot: ReplicaSlot, msg_id: int, message: str) -> None:
+        batch = self._finish(slot, msg_id)
+        if batch is not None:
+            self._fail_batch(slot, batch.tasks, f"Model error: {message}")
+
+    def _fail_batch(self, slot: ReplicaSlot, tasks: list[Task], explanation: str) -> None:
+        slot.queue.errors.count += 1
+        for task in tasks:
+            self._fail(task, explanation)
+
+    def _fail(self, task: Task, explanation: str) -> None:
+        if self.pending.get(task.key) is task:
+            del self.pending[task.key]
+        task.resolve(None, explanation)
+
+    # -- replicas ---------------------------------------------------------------------------
+    def queue_for(self, model: str, version: str, input_type: InputType) -> VersionQueue:
+        key = (model, version)
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = VersionQueue(
+                model, version, input_type, self.batch_sizes.get(key, ADAPTIVE_BATCH_SIZE),
+                self.metrics)
+        return queue
+
+    def set_batch_sizes(self, sizes: dict[tuple[str, str], int]) -> None:
+        """Record every model version's configured batch size (from the store)."""
+        self.batch_sizes = sizes
+        for key, queue in self.queues.items():
+            size = sizes.get(key, ADAPTIVE_BATCH_SIZE)
+            if size != queue.batch_size:
+                queue.set_batch_size(size)
+
+    def add_replica(self, session: Any, replica: Replica) -> ReplicaSlot:
+        queue = self.queue_for(replica.model_name, replica.model_version, replica.input_type)
+        slot = ReplicaSlot(session, replica, queue)
+        queue.replicas.append(slot)
+        queue.idle.append(slot)
+        if queue.heap:
+            self._dispatch(queue)
+        self.on_routing_change()
+        return slot
+
+    def remove_replica(self, slot: ReplicaSlot) -> None:
+        """Forget a replica; its in-flight batch goes back to the queue (or gets defaults)."""
+        queue = slot.queue
+        if slot not in queue.replicas:
+            return
+        queue.replicas.remove(slot)
+        if slot in queue.idle:
+            queue.idle.remove(slot)
+        batch = slot.inflight
+        slot.inflight = None
+        if batch is not None:
+            self.inflight.pop(batch.msg_id, None)
+            for task in batch.tasks:
+                heapq.heappush(queue.heap, (task.deadline, next(self._seq), task))
+        if queue.replicas:
+            self._dispatch(queue)
+        else:
+            heap, queue.heap = queue.heap, []
+            for _, _, task in heap:
+                self._fail(task, NO_MODELS)
+        self.on_routing_change()

@@ -1,0 +1,248 @@
+"""The frontend side of the model-container RPC: one pyzmq ROUTER on the asyncio loop.
+
+The socket's file descriptor is registered with ``loop.add_reader``. ZeroMQ signals that FD
+edge-triggered, so every wake-up drains the socket with ``NOBLOCK`` until ``EAGAIN``, and
+``EVENTS`` is checked again after each send (a send can consume the edge of pending input).
+
+Each peer identity is a :class:`Session`. Heartbeats from an unknown identity are answered
+with ``RequestContainerMetadata``, from a registered one with ``KeepAlive``. A registration
+(spec §4.2) in version 3 (the original containers) or 4 (our runtime) creates the replica:
+its id comes from the store, it is recorded there and handed to the listener. Every session is
+spoken to in its own version. A replica silent for longer than its timeout, or one that says
+goodbye (v4), is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+import zmq
+
+from clipper_core.exceptions import ClipperError
+from clipper_core.rpc import protocol as p
+from clipper_core.store.api import StateStore
+from clipper_core.types import InputType, Replica
+
+log = logging.getLogger(__name__)
+
+#: Messages handled per wake-up before yielding to the rest of the loop.
+_DRAIN_LIMIT = 512
+_CHECK_INTERVAL_S = 0.25
+
+
+class Listener(Protocol):
+    """What the router tells about replicas (implemented by the scheduler's owner)."""
+
+    def replica_connected(self, session: Session) -> None: ...
+    def replica_lost(self, session: Session) -> None: ...
+    def response(self, session: Session, msg_id: int, outputs: Sequence[bytes]) -> None: ...
+    def error(self, session: Session, msg_id: int, message: str) -> None: ...
+
+
+class Session:
+    """One container connection (a DEALER identity)."""
+
+    __slots__ = ("identity", "last_seen", "replica", "rpc_version", "slot", "timeout")
+
+    def __init__(self, identity: bytes, rpc_version: int, timeout: float) -> None:
+        self.identity = identity
+        self.rpc_version = rpc_version
+        self.timeout = timeout
+        self.last_seen = time.monotonic()
+        self.replica: Replica | None = None
+        #: Set by the listener (the scheduler's per-replica state).
+        self.slot: Any = None
+
+
+class RpcRouter:
+    """Binds the ROUTER socket, tracks sessions and sends prediction requests."""
+
+    def __init__(self, host: str, port: int, store: StateStore, frontend_id: str,
+                 listener: Listener, executor: Executor, *, replica_timeout_s: float,
+                 legacy_replica_timeout_s: float) -> None:
+        self.host = "*" if host in ("0.0.0.0", "") else host
+        self.requested_port = port
+        self.store = store
+        self.frontend_id = frontend_id
+        self.listener = listener
+        self.executor = executor
+        self.replica_timeout_s = replica_timeout_s
+        self.legacy_replica_timeout_s = legacy_replica_timeout_s
+        self.sessions: dict[bytes, Session] = {}
+        self._registering: set[bytes] = set()
+        self._msg_id = 0
+        self._ctx: zmq.Context[Any] | None = None
+        self._sock: zmq.Socket[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_scheduled = False
+        self._checker: asyncio.Task[None] | None = None
+        self.port = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        address = f"tcp://{self.host}:{self.requested_port or '*'}"
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            self._ctx.term()
+            self._ctx = None
+            msg = (f"Could not bind the model RPC listener on {address}: {exc}. Stop the "
+                   "process using that port or choose another rpc_port")
+            raise ClipperError(msg) from exc
+        endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.port = int(endpoint.rsplit(":", 1)[1])
+        self._sock = sock
+        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._checker = self._loop.create_task(self._check_activity())
+        self._schedule_drain()
+
+    async def stop(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.getsockopt(zmq.FD))
+            self._sock.close(0)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    # -- sending ----------------------------------------------------------------------------
+    def send_predict(self, session: Session, input_type: int, inputs: Sequence[bytes]) -> int:
+        """Send a batch to ``session`` in its RPC version; returns the message id."""
+        msg_id = self._msg_id
+        self._msg_id = (msg_id + 1) & 0xFFFFFFFF
+        self._send([session.identity,
+                    *p.predict_request(session.rpc_version, msg_id, input_type, inputs)])
+        return msg_id
+
+    def _send(self, frames: list[bytes]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not send to replica %r: %s", frames[0], exc)
+        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and self._loop is not None:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    # -- receiving --------------------------------------------------------------------------
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._handle(frames)
+            except Exception:  # a malformed message (or a bug) must not stall the socket
+                log.exception("dropped a message from %r that could not be handled", frames[0])
+        self._schedule_drain()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        msg_type, rest = p.parse_container_message(frames[1:])
+        session = self.sessions.get(identity)
+        if session is not None:
+            session.last_seen = time.monotonic()
+        if msg_type == p.MSG_CONTAINER_CONTENT:
+            if session is not None and session.slot is not None:
+                msg_id, outputs = p.parse_response(rest, session.rpc_version)
+                self.listener.response(session, msg_id, outputs)
+        elif msg_type == p.MSG_HEARTBEAT:
+            if session is None:
+                reply = p.heartbeat_reply(p.RPC_VERSION_LEGACY, p.HEARTBEAT_REQUEST_METADATA)
+            else:
+                reply = p.heartbeat_reply(session.rpc_version, p.HEARTBEAT_KEEPALIVE)
+            self._send([identity, *reply])
+        elif msg_type == p.MSG_NEW_CONTAINER:
+            self._on_new_container(identity, rest)
+        elif msg_type == p.MSG_ERROR:
+            if session is not None and session.slot is not None:
+                msg_id, message = p.parse_error(rest)
+                self.listener.error(session, msg_id, message)
+        elif msg_type == p.MSG_GOODBYE:
+            if session is not None:
+                self._drop(session, "said goodbye")
+        else:
+            log.warning("unknown message type %d from %r", msg_type, identity)
+
+    def _on_new_container(self, identity: bytes, rest: list[bytes]) -> None:
+        if identity in self.sessions or identity in self._registering:
+            return
+        name, version, type_code, rpc_version = p.parse_new_container(rest)
+        if rpc_version not in p.SUPPORTED_VERSIONS:
+            log.warning("container %s:%s speaks RPC version %d; this frontend speaks %s",
+                        name, version, rpc_version, p.SUPPORTED_VERSIONS)
+            return
+        input_type = InputType(type_code)
+        timeout = (self.replica_timeout_s if rpc_version >= p.RPC_VERSION
+                   else self.legacy_replica_timeout_s)
+        session = Session(identity, rpc_version, timeout)
+        self._registering.add(identity)
+        assert self._loop is not None
+        self._loop.create_task(self._register(session, name, version, input_type))
+
+    async def _register(self, session: Session, name: str, version: str,
+                        input_type: InputType) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            replica_id = await loop.run_in_executor(
+                self.executor, self.store.next_replica_id, name, version)
+            replica = Replica(name, version, replica_id, input_type, self.frontend_id)
+            session.replica = replica
+            session.last_seen = time.monotonic()
+            self.sessions[session.identity] = session
+            self.listener.replica_connected(session)
+            log.info("replica %s:%s#%d connected (RPC v%d)", name, version, replica_id,
+                     session.rpc_version)
+            await loop.run_in_executor(self.executor, self.store.add_replica, replica)
+        except Exception:
+            log.exception("registering a replica of %s:%s failed", name, version)
+        finally:
+            self._registering.discard(session.identity)
+
+    def _drop(self, session: Session, why: str) -> None:
+        if self.sessions.pop(session.identity, None) is None:
+            return
+        replica = session.replica
+        log.info("replica %s dropped: %s", replica, why)
+        self.listener.replica_lost(session)
+        if replica is not None and self._loop is not None:
+            self._loop.run_in_executor(self.executor, self._forget, replica)
+
+    def _forget(self, replica: Replica) -> None:
+        try:
+            self.store.remove_replica(replica)
+        except Exception:
+            log.exception("could not remove replica %s from the store", replica)
+
+    async def _check_activity(self) -> None:
+        while True:
+            await asyncio.sleep(_CHECK_INTERVAL_S)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if now - session.last_seen > session.timeout:
+                    self._drop(session, f"silent for more than {session.timeout:g} s")
