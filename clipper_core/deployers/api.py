@@ -21,8 +21,12 @@ import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib.machinery import PathFinder
+from importlib.metadata import packages_distributions
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -94,6 +98,47 @@ class Bundle:
             return cloudpickle.load(f)
 
 
+def _installed(module: ModuleType, distributions: Mapping[str, Any]) -> bool:
+    """True if a fresh interpreter imports ``module`` from the same place: stdlib or installed."""
+    top = module.__name__.partition(".")[0]
+    if top in sys.stdlib_module_names:
+        return True
+    if top not in distributions or top not in sys.modules:
+        return False
+    spec = PathFinder.find_spec(top)
+    return spec is not None and spec.origin == getattr(sys.modules[top], "__file__", None)
+
+
+def _local_modules(objects: Sequence[Any]) -> list[ModuleType]:
+    """Modules defining ``objects`` (functions, classes) that a replica could not import by name.
+
+    Installed distributions and the standard library are importable everywhere the bundle
+    runs; a user's script, notebook or test module is not, so what it defines is pickled by value.
+    """
+    distributions = packages_distributions()
+    found = {}
+    for obj in objects:
+        module = sys.modules.get(getattr(obj, "__module__", None) or "")
+        if module is not None and module.__name__ != "__main__" and not _installed(
+                module, distributions):
+            found[module.__name__] = module
+    return list(found.values())
+
+
+@contextmanager
+def pickled_by_value(objects: Sequence[Any]) -> Iterator[None]:
+    """Within the block, cloudpickle copies the local modules of ``objects`` by value."""
+    registered = set(cloudpickle.list_registry_pickle_by_value())
+    added = [m for m in _local_modules(objects) if m.__name__ not in registered]
+    for module in added:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
 class Deployer(ABC):
     """Saves one kind of model into a bundle and loads it back inside a replica."""
 
@@ -153,7 +198,8 @@ def write_bundle(
     itype = InputType.parse(input_type)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     try:
-        payload = cloudpickle.dumps(func)
+        with pickled_by_value([func]):
+            payload = cloudpickle.dumps(func)
     except Exception as exc:
         msg = (
             f"Could not serialize the prediction function with cloudpickle: {exc}. Framework "

@@ -1,0 +1,29 @@
+"""What plugin authors import to test their plugins the way the built-ins are tested.
+
+:class:`DeployerConformance` is the deployer conformance suite; :class:`DeployerEndToEnd` adds a
+deployment on the embedded default queried over REST. See ``docs/plugins/writing-a-deployer.md``.
+"""
+
+from __future__ import annotations
+
+from clipper_core.testing.conformance import (
+    DeployerConformance,
+    DeployerEndToEnd,
+    LocalCluster,
+    assert_outputs_match,
+    load_counting,
+    parse_output,
+    replica_batch,
+    rest_input,
+)
+
+__all__ = [
+    "DeployerConformance",
+    "DeployerEndToEnd",
+    "LocalCluster",
+    "assert_outputs_match",
+    "load_counting",
+    "parse_output",
+    "replica_batch",
+    "rest_input",
+]
