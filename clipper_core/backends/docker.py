@@ -1,1 +1,565 @@
-"""Placeholder until this built-in plugin lands; replaced by its owner."""
+"""The Docker backend: ``DockerContainerManager``, Clipper's original way of running a cluster.
+
+A cluster is a set of containers on one Docker network, all labelled
+``ai.clipper.container.label=<cluster name>`` (spec §10.4)::
+
+    redis-<id>            clipper/redis (unless redis_ip is given)
+    mgmt_frontend-<id>    clipper/server, CLIPPER_ROLES=management   1338 -> management port
+    query_frontend-<id>   clipper/server, CLIPPER_ROLES=query        1337, 7000 -> query, RPC ports
+    supervisor-<id>       restarts the cluster's containers that die (docker_supervisor)
+    <model>_<version>-<id> one per replica, model label <model>_<version>, spec §5.1 environment
+
+Published host ports are found free at start (:func:`find_unbound_port`) and recorded in the
+containers' labels, from which :meth:`DockerContainerManager.connect` reads them back. Images
+are built on demand by :class:`~clipper_core.backends.docker_images.ImageBuilder`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from clipper_core.backends.api import (
+    CLIPPER_DOCKER_LABEL,
+    CLIPPER_DOCKER_PORT_LABELS,
+    CLIPPER_INTERNAL_MANAGEMENT_PORT,
+    CLIPPER_INTERNAL_QUERY_PORT,
+    CLIPPER_INTERNAL_REDIS_PORT,
+    CLIPPER_INTERNAL_RPC_PORT,
+    CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL,
+    CLIPPER_MODEL_CONTAINER_LABEL,
+    CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL,
+    ClusterAdapter,
+    ContainerManager,
+    create_model_container_label,
+    parse_model_container_label,
+)
+from clipper_core.backends.docker_images import ImageBuilder, docker_client
+from clipper_core.backends.docker_supervisor import CLIPPER_SUPERVISOR_LABEL
+from clipper_core.exceptions import BackendError, ClipperException
+from clipper_core.hookspecs import hookimpl
+
+logger = logging.getLogger("clipper.docker")
+
+CLIPPER_FLUENTD_PORT_LABEL = "ai.clipper.fluentd.port"
+CLIPPER_REDIS_CONTAINER_LABEL = "ai.clipper.redis.label"
+#: Seconds to wait for a container to be running (or, for Redis, to answer).
+CONTAINER_START_TIMEOUT_S = 60.0
+#: Where the Docker engine's socket is on the Docker host (mounted into the supervisor).
+DOCKER_SOCKET = "/var/run/docker.sock"
+_LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
+
+def find_unbound_port(start: int | None = None) -> int:
+    """``start`` if it can be bound on 127.0.0.1, else a random free port in [10000, 50000]."""
+    candidates = [start] if start else []
+    while True:
+        port = candidates.pop() if candidates else random.randint(10000, 50000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def _is_default_frontend_image(image: str | None) -> bool:
+    """The original's frontend image names (and None/"default") mean: our server image."""
+    if not image or image == "default":
+        return True
+    repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    return repository.rsplit("/", 1)[-1] in ("query_frontend", "management_frontend")
+
+
+class DockerContainerManager(ContainerManager):
+    """Runs a cluster as Docker containers on one network (the seeds' DockerContainerManager)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        cluster_name: str = "default-cluster",
+        docker_ip_address: str = "localhost",
+        use_centralized_log: bool = False,
+        fluentd_port: int = 24224,
+        clipper_query_port: int = 1337,
+        clipper_management_port: int = 1338,
+        clipper_rpc_port: int = 7000,
+        redis_ip: str | None = None,
+        redis_port: int = 6379,
+        prometheus_port: int = 9090,
+        docker_network: str = "clipper_network",
+        extra_container_kwargs: dict[str, Any] | None = None,
+        base_image: str | None = None,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self.public_hostname = docker_ip_address
+        self.use_centralized_log = use_centralized_log
+        self.fluentd_port = fluentd_port
+        self.clipper_query_port = clipper_query_port
+        self.clipper_management_port = clipper_management_port
+        self.clipper_rpc_port = clipper_rpc_port
+        self.redis_ip = redis_ip
+        self.external_redis = redis_ip is not None
+        self.redis_port = redis_port
+        self.prometheus_port = prometheus_port
+        if docker_network == "host":
+            msg = (
+                "DockerContainerManager does not support the 'host' Docker network: containers "
+                "find each other by name on a user-defined network. Use the default "
+                "docker_network='clipper_network' or another bridge network"
+            )
+            raise ClipperException(msg)
+        self.docker_network = docker_network
+        extra = dict(extra_container_kwargs or {})
+        self.common_labels = {**extra.pop("labels", {}), CLIPPER_DOCKER_LABEL: cluster_name}
+        self.extra_container_kwargs = extra
+        self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
+        self._images = ImageBuilder(base_image=base_image, progress=self.logger.info)
+
+    # -- engine, images ---------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The Docker client (connected on first use)."""
+        return self._images.client
+
+    @property
+    def images(self) -> ImageBuilder:
+        """The builder of the project's images (base image: ``base_image`` or the default)."""
+        return self._images
+
+    def default_base_image(self, deployer_name: str) -> str:
+        """The closure image of ``deployer_name`` (built now if missing or out of date)."""
+        return self.images.deployer(deployer_name)
+
+    # -- the cluster ------------------------------------------------------------------------
+
+    def start_clipper(
+        self,
+        query_frontend_image: str | None = None,
+        mgmt_frontend_image: str | None = None,
+        frontend_exporter_image: str | None = None,
+        cache_size: int = 33554432,
+        qf_http_thread_pool_size: int = 1,
+        qf_http_timeout_request: int = 5,
+        qf_http_timeout_content: int = 300,
+        num_frontend_replicas: int = 1,
+    ) -> None:
+        """Start Redis (unless ``redis_ip``), the frontends and the supervisor; then connect.
+
+        Images missing locally are built (``frontend_exporter_image`` is not used: the query
+        frontend serves ``/metrics`` itself).
+        """
+        if num_frontend_replicas != 1:
+            msg = (
+                f"num_frontend_replicas={num_frontend_replicas}: the Docker backend runs exactly "
+                "one query frontend per cluster, because every model replica connects to one "
+                "query frontend (CLIPPER_IP) and Docker publishes a host port from one container "
+                "only. Use KubernetesContainerManager (pip install clipper-backend-k8s) to scale "
+                "frontends, or start several clusters"
+            )
+            raise ClipperException(msg)
+        if self._running_containers():
+            msg = (
+                f"A Clipper cluster named {self.cluster_name!r} is already running on this Docker "
+                "engine. Call connect() to use it, stop_all() to stop it, or choose another "
+                "cluster_name"
+            )
+            raise ClipperException(msg)
+        query_image = self._frontend_image(query_frontend_image)
+        mgmt_image = self._frontend_image(mgmt_frontend_image)
+        supervisor_image = self.images.server()
+        self._ensure_network()
+
+        if self.external_redis:
+            redis_host, redis_port = self.redis_ip, self.redis_port
+        else:
+            self.logger.info("Starting managed Redis instance in Docker")
+            redis = self._run(
+                self.images.redis(), "redis", {CLIPPER_REDIS_CONTAINER_LABEL: ""},
+                {CLIPPER_INTERNAL_REDIS_PORT: ("redis", self.redis_port, None)})
+            self._wait_for_redis(redis)
+            redis_host, redis_port = redis.name, CLIPPER_INTERNAL_REDIS_PORT
+        store_url = f"redis://{redis_host}:{redis_port}/0"
+        common_env = {"CLIPPER_CLUSTER_NAME": self.cluster_name, "CLIPPER_STORE_URL": store_url}
+
+        mgmt_host = "127.0.0.1" if self.public_hostname in _LOCAL_HOSTS else None
+        mgmt = self._run(
+            mgmt_image, "mgmt_frontend", {CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL: ""},
+            {CLIPPER_INTERNAL_MANAGEMENT_PORT:
+                ("management", self.clipper_management_port, mgmt_host)},
+            environment={**common_env, "CLIPPER_ROLES": "management",
+                         "CLIPPER_MANAGEMENT_HOST": "0.0.0.0",
+                         "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})
+        query = self._run(
+            query_image, "query_frontend", {CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL: ""},
+            {CLIPPER_INTERNAL_QUERY_PORT: ("query_rest", self.clipper_query_port, None),
+             CLIPPER_INTERNAL_RPC_PORT: ("query_rpc", self.clipper_rpc_port, None)},
+            environment={**common_env, "CLIPPER_ROLES": "query", "CLIPPER_BIND_HOST": "0.0.0.0",
+                         "CLIPPER_QUERY_PORT": str(CLIPPER_INTERNAL_QUERY_PORT),
+                         "CLIPPER_RPC_PORT": str(CLIPPER_INTERNAL_RPC_PORT),
+                         "CLIPPER_CACHE_SIZE": str(cache_size),
+                         "CLIPPER_REQUEST_TIMEOUT_S": str(qf_http_timeout_request)})
+        self._run(
+            supervisor_image, "supervisor", {CLIPPER_SUPERVISOR_LABEL: ""}, {},
+            command=["python", "-m", "clipper_core.backends.docker_supervisor",
+                     "--cluster", self.cluster_name],
+            volumes={DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}})
+        for container in (mgmt, query):
+            self._wait_running(container)
+        self.connect()
+
+    def connect(self) -> None:
+        """Find the running cluster by its label and read its published ports from labels."""
+        containers = self._running_containers()
+        if not containers:
+            msg = (
+                f"No running Clipper cluster named {self.cluster_name!r} on this Docker engine. "
+                "Start one with ClipperConnection.start_clipper() or check cluster_name"
+            )
+            raise ClipperException(msg)
+        labels: dict[str, str] = {}
+        for container in containers:
+            labels.update(container.labels)
+        ports = CLIPPER_DOCKER_PORT_LABELS
+        if ports["query_rest"] not in labels or ports["management"] not in labels:
+            msg = (
+                f"Cluster {self.cluster_name!r} has running containers but no query or "
+                "management frontend (they may be restarting). Retry, or stop_all() and "
+                "start_clipper() again"
+            )
+            raise ClipperException(msg)
+        self.clipper_query_port = int(labels[ports["query_rest"]])
+        self.clipper_rpc_port = int(labels[ports["query_rpc"]])
+        self.clipper_management_port = int(labels[ports["management"]])
+        if ports["redis"] in labels:
+            self.redis_port = int(labels[ports["redis"]])
+        has_fluentd = CLIPPER_FLUENTD_PORT_LABEL in labels
+        if self.use_centralized_log and not has_fluentd:
+            msg = (
+                "Invalid state detected: use_centralized_log=True, but cluster "
+                f"{self.cluster_name!r} was started without centralized logging. Connect with "
+                "use_centralized_log=False"
+            )
+            raise ClipperException(msg)
+        if has_fluentd:
+            self.use_centralized_log = True
+            self.fluentd_port = int(labels[CLIPPER_FLUENTD_PORT_LABEL])
+        self.logger.info("Connected to cluster: query %s, management %s",
+                         self.get_query_addr(), self.get_admin_addr())
+
+    # -- model images -----------------------------------------------------------------------
+
+    def build_model(
+        self,
+        name: str,
+        version: str,
+        model_data_path: str,
+        base_image: str,
+        container_registry: str | None = None,
+        pkgs_to_install: list[str] | None = None,
+    ) -> str:
+        """Build ``FROM base_image`` + ``pkgs_to_install`` + ``COPY model /model/``; push if a
+        registry is given. Returns the image tag ``[<registry>/]<cluster>-<name>:<version>``."""
+        version = str(version)
+        image = f"{self.cluster_name}-{name}:{version}"
+        if container_registry:
+            image = f"{container_registry}/{image}"
+        if not Path(model_data_path).is_dir():
+            msg = f"model_data_path {model_data_path!r} is not a directory; pass the model's directory"
+            raise ClipperException(msg)
+        if base_image == "default":
+            base_image = self.default_base_image("python")
+        self.images.ensure_present(base_image)
+        self.logger.info("Building model Docker image with model data from %s", model_data_path)
+        with tempfile.TemporaryDirectory(prefix="clipper-model-") as ctx:
+            shutil.copytree(model_data_path, Path(ctx, "model"))
+            lines = [f"FROM {base_image}"]
+            if pkgs_to_install:
+                wheels = Path(ctx, "wheels")
+                wheels.mkdir()
+                self.images.requirement_wheels(pkgs_to_install, wheels, base_image)
+                Path(ctx, "requirements.txt").write_text("\n".join(pkgs_to_install) + "\n")
+                lines += [
+                    "COPY wheels /tmp/clipper-wheels",
+                    "COPY requirements.txt /tmp/clipper-requirements.txt",
+                    "RUN python3 -m pip install --no-cache-dir --no-index --find-links "
+                    "/tmp/clipper-wheels -r /tmp/clipper-requirements.txt "
+                    "&& rm -rf /tmp/clipper-wheels /tmp/clipper-requirements.txt",
+                ]
+            lines.append("COPY model /model/")
+            Path(ctx, "Dockerfile").write_text("\n".join(lines) + "\n")
+            self.images.build_context(ctx, image)
+        if container_registry:
+            self._push(image)
+        return image
+
+    def _push(self, image: str) -> None:
+        self.logger.info("Pushing model Docker image to %s", image)
+        repository, tag = image.rsplit(":", 1)
+        for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                msg = (
+                    f"Pushing {image} failed: {chunk['error']}. Check that the registry is "
+                    "reachable from the Docker engine and that you are logged in (docker login)"
+                )
+                raise ClipperException(msg)
+            if "status" in chunk and "progress" not in chunk:
+                self.logger.info("%s", chunk["status"])
+
+    # -- model replicas ---------------------------------------------------------------------
+
+    def deploy_model(
+        self, name: str, version: str, input_type: str, image: str, num_replicas: int = 1
+    ) -> None:
+        self.set_num_replicas(name, version, input_type, image, num_replicas)
+
+    def get_num_replicas(self, name: str, version: str) -> int:
+        return len(self._get_replicas(name, version))
+
+    def set_num_replicas(
+        self, name: str, version: str, input_type: str, image: str, num_replicas: int
+    ) -> None:
+        """Add or remove replica containers of ``name:version`` until ``num_replicas`` run."""
+        version = str(version)
+        replicas = self._get_replicas(name, version)
+        missing = num_replicas - len(replicas)
+        if missing > 0:
+            self.logger.info("Found %d replicas for %s:%s. Adding %d", len(replicas), name,
+                             version, missing)
+            self.images.ensure_present(image)
+            added = [self._add_replica(name, version, input_type, image) for _ in range(missing)]
+            for container in added:
+                self._wait_running(container)
+        elif missing < 0:
+            self.logger.info("Found %d replicas for %s:%s. Removing %d", len(replicas), name,
+                             version, -missing)
+            # Not-running replicas go first, then the newest ones.
+            replicas.sort(key=lambda c: (c.status == "running", c.attrs["Created"]))
+            for container in replicas[:-missing]:
+                self._remove(container)
+
+    def _get_replicas(self, name: str, version: str) -> list[Any]:
+        """The model's replica containers, running or exited (not those being removed)."""
+        label = create_model_container_label(name, str(version))
+        containers = self.client.containers.list(all=True, filters={"label": [
+            f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}",
+            f"{CLIPPER_MODEL_CONTAINER_LABEL}={label}"]})
+        return [c for c in containers if c.status not in ("removing", "dead")]
+
+    def _add_replica(self, name: str, version: str, input_type: str, image: str) -> Any:
+        frontends = self.client.containers.list(filters={"label": [
+            f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}", CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL]})
+        if not frontends:
+            msg = (
+                "No Clipper query frontend to attach model container to: cluster "
+                f"{self.cluster_name!r} is not running. Call start_clipper() or connect() first"
+            )
+            raise ClipperException(msg)
+        label = create_model_container_label(name, version)
+        return self._run(
+            image, label, {CLIPPER_MODEL_CONTAINER_LABEL: label}, {},
+            environment={"CLIPPER_MODEL_NAME": name, "CLIPPER_MODEL_VERSION": version,
+                         "CLIPPER_IP": frontends[0].name, "CLIPPER_INPUT_TYPE": input_type},
+            restart_policy={"Name": "on-failure"})
+
+    # -- logs and stopping ------------------------------------------------------------------
+
+    def get_logs(self, logging_dir: str) -> list[str]:
+        """Write each running container's stdout and stderr to ``logging_dir``; return the paths."""
+        if self.use_centralized_log:
+            msg = (
+                "get_logs() is not available with centralized logging: the logs are in your "
+                f"fluentd at 127.0.0.1:{self.fluentd_port}"
+            )
+            raise ClipperException(msg)
+        directory = Path(logging_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for container in self._running_containers():
+            path = directory / (f"image_{container.image.short_id.split(':')[-1]}:"
+                                f"container_{container.short_id}.log")
+            path.write_bytes(container.logs(stdout=True, stderr=True))
+            paths.append(str(path))
+        return paths
+
+    def stop_models(self, models: dict[str, list[str]]) -> None:
+        wanted = {(name, str(v)) for name, versions in models.items() for v in versions}
+        for container in self._model_containers():
+            label = container.labels[CLIPPER_MODEL_CONTAINER_LABEL]
+            if parse_model_container_label(label) in wanted:
+                self._remove(container)
+
+    def stop_all_model_containers(self) -> None:
+        for container in self._model_containers():
+            self._remove(container)
+
+    def stop_all(self, graceful: bool = True) -> None:
+        """Stop and remove every container of the cluster (the supervisor first).
+
+        The Docker network is kept: other clusters may use it.
+        """
+        containers = self.client.containers.list(
+            all=True, filters={"label": f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}"})
+        containers.sort(key=lambda c: CLIPPER_SUPERVISOR_LABEL not in c.labels)
+        for container in containers:
+            if graceful and CLIPPER_SUPERVISOR_LABEL not in container.labels:
+                try:
+                    container.stop(timeout=10)
+                except Exception as exc:  # already gone
+                    self.logger.debug("stop %s: %s", container.name, exc)
+            self._remove(container)
+        self.logger.info("Stopped all Clipper cluster and all model containers")
+
+    # -- addresses --------------------------------------------------------------------------
+
+    def get_admin_addr(self) -> str:
+        return f"{self.public_hostname}:{self.clipper_management_port}"
+
+    def get_query_addr(self) -> str:
+        return f"{self.public_hostname}:{self.clipper_query_port}"
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _frontend_image(self, image: str | None) -> str:
+        if _is_default_frontend_image(image):
+            return self.images.server()
+        assert image is not None
+        self.images.ensure_present(image)
+        return image
+
+    def _ensure_network(self) -> None:
+        import docker.errors
+
+        try:
+            self.client.networks.get(self.docker_network)
+        except docker.errors.NotFound:
+            self.logger.info("Creating Docker network %s", self.docker_network)
+            try:
+                self.client.networks.create(self.docker_network, check_duplicate=True)
+            except docker.errors.APIError as exc:  # created meanwhile by another cluster
+                if "already exists" not in str(exc):
+                    raise
+
+    def _running_containers(self) -> list[Any]:
+        return self.client.containers.list(
+            filters={"label": f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}"})
+
+    def _model_containers(self) -> list[Any]:
+        containers = self.client.containers.list(all=True, filters={"label": [
+            f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}", CLIPPER_MODEL_CONTAINER_LABEL]})
+        return [c for c in containers if c.status not in ("removing", "dead")]
+
+    def _log_config(self) -> dict[str, Any]:
+        if self.use_centralized_log:
+            return {"type": "fluentd", "config": {
+                "fluentd-address": f"127.0.0.1:{self.fluentd_port}", "fluentd-async": "true"}}
+        return {"type": "json-file"}
+
+    def _run(
+        self,
+        image: str,
+        prefix: str,
+        role_labels: dict[str, str],
+        ports: dict[int, tuple[str, int, str | None]],
+        restart_policy: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``image`` as ``<prefix>-<id>`` on the cluster network.
+
+        ``ports`` maps a container port to (port label key, wanted host port, host IP); each
+        host port is found free and recorded in the container's labels. A port taken between
+        the check and the start is replaced by a random one.
+        """
+        import docker.errors
+
+        wanted = {internal: spec[1] for internal, spec in ports.items()}
+        for attempt in range(5):
+            host_ports = {internal: find_unbound_port(port) for internal, port in wanted.items()}
+            labels = {**self.common_labels, **role_labels}
+            if self.use_centralized_log:
+                labels[CLIPPER_FLUENTD_PORT_LABEL] = str(self.fluentd_port)
+            for internal, (key, _, _) in ports.items():
+                labels[CLIPPER_DOCKER_PORT_LABELS[key]] = str(host_ports[internal])
+            published = {
+                f"{internal}/tcp": (spec[2], host_ports[internal]) if spec[2]
+                else host_ports[internal]
+                for internal, spec in ports.items()}
+            name = f"{prefix}-{random.randint(0, 10**6):06d}"
+            try:
+                return self.client.containers.run(image, **{
+                    "log_config": self._log_config(),
+                    "restart_policy": restart_policy or {"Name": "always"},
+                    **self.extra_container_kwargs, **kwargs,
+                    "name": name, "labels": labels, "ports": published,
+                    "network": self.docker_network, "detach": True})
+            except docker.errors.APIError as exc:
+                self._remove_by_name(name)
+                text = str(exc)
+                if attempt < 4 and ("already allocated" in text or "already in use" in text):
+                    self.logger.info("Port clash starting %s (%s); retrying", name, text)
+                    wanted = dict.fromkeys(wanted, 0)
+                    continue
+                msg = f"Docker could not start container {name} from image {image}: {text}"
+                raise BackendError(msg) from exc
+        raise AssertionError("unreachable")
+
+    def _remove_by_name(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.containers.get(name).remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+    def _remove(self, container: Any) -> None:
+        import docker.errors
+
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:  # removal already in progress
+            if "already in progress" not in str(exc):
+                raise
+
+    def _wait_running(self, container: Any) -> None:
+        deadline = time.monotonic() + CONTAINER_START_TIMEOUT_S
+        while True:
+            container.reload()
+            if container.status == "running":
+                return
+            if container.status in ("exited", "dead", "restarting") or time.monotonic() > deadline:
+                tail = container.logs(tail=20).decode(errors="replace")
+                msg = (
+                    f"Container {container.name} ({container.image.tags or container.image.id}) "
+                    f"is {container.status}, not running. Its last log lines:\n{tail}"
+                )
+                raise BackendError(msg)
+            time.sleep(0.2)
+
+    def _wait_for_redis(self, container: Any) -> None:
+        deadline = time.monotonic() + CONTAINER_START_TIMEOUT_S
+        self._wait_running(container)
+        while time.monotonic() < deadline:
+            code, out = container.exec_run(["redis-cli", "ping"])
+            if code == 0 and b"PONG" in out:
+                return
+            time.sleep(0.2)
+        msg = f"Redis in container {container.name} did not answer within {CONTAINER_START_TIMEOUT_S}s"
+        raise BackendError(msg)
+
+
+@hookimpl
+def clipper_register_backends() -> list[type[ContainerManager]]:
+    return [DockerContainerManager]
+
+
+__all__ = ["DockerContainerManager", "docker_client", "find_unbound_port"]

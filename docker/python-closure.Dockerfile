@@ -1,0 +1,1 @@
+../clipper_core/images/python-closure.Dockerfile

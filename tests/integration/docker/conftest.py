@@ -1,0 +1,139 @@
+"""Fixtures of the Docker backend tests: a running engine, the local base image, clusters.
+
+The session fixture runs scripts/ensure-docker.sh (installs and starts dockerd if needed) and
+scripts/build-base-image.sh (debootstraps clipper/base:bookworm once), and builds the project's
+images FROM that base (CLIPPER_BASE_IMAGE), so the tests run on a machine without registries.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from clipper_admin import ClipperConnection, DockerContainerManager
+from clipper_core.backends.api import CLIPPER_DOCKER_LABEL, CLIPPER_MODEL_CONTAINER_LABEL
+from clipper_core.backends.docker import docker_client, find_unbound_port
+
+ROOT = Path(__file__).resolve().parents[3]
+BASE_IMAGE = "clipper/base:bookworm"
+
+
+def _script(name: str) -> None:
+    subprocess.run([str(ROOT / "scripts" / name)], check=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
+    """A running Docker engine with the local base image; CLIPPER_BASE_IMAGE points at it."""
+    _script("ensure-docker.sh")
+    _script("build-base-image.sh")
+    previous = os.environ.get("CLIPPER_BASE_IMAGE")
+    os.environ["CLIPPER_BASE_IMAGE"] = BASE_IMAGE
+    yield docker_client()
+    if previous is None:
+        os.environ.pop("CLIPPER_BASE_IMAGE", None)
+    else:
+        os.environ["CLIPPER_BASE_IMAGE"] = previous
+
+
+def new_manager(prefix: str) -> DockerContainerManager:
+    """A manager of a fresh cluster name whose host ports are all free ones."""
+    return DockerContainerManager(
+        cluster_name=f"{prefix}-{uuid.uuid4().hex[:6]}",
+        clipper_query_port=find_unbound_port(0), clipper_management_port=find_unbound_port(0),
+        clipper_rpc_port=find_unbound_port(0), redis_port=find_unbound_port(0))
+
+
+@pytest.fixture(scope="session")
+def start_cluster(docker_engine: Any) -> Iterator[Callable[[str], ClipperConnection]]:
+    """Start clusters on demand; every cluster started is stopped at the end of the session."""
+    started: list[ClipperConnection] = []
+
+    def start(prefix: str) -> ClipperConnection:
+        conn = ClipperConnection(new_manager(prefix))
+        started.append(conn)
+        conn.start_clipper()
+        return conn
+
+    yield start
+    for conn in started:
+        conn.stop_all(graceful=False)
+        remove_model_images(conn.cm.cluster_name)
+
+
+def remove_model_images(cluster_name: str) -> None:
+    """Remove the model images ``<cluster>-<model>:<version>`` a test cluster built."""
+    client = docker_client()
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{cluster_name}-"):
+                client.images.remove(tag)
+
+
+@pytest.fixture(scope="session")
+def shared_conn(start_cluster: Callable[[str], ClipperConnection]) -> ClipperConnection:
+    """One cluster shared by the admin scenarios (each test uses its own model names)."""
+    return start_cluster("h4-shared")
+
+
+class Helpers:
+    """Helpers the tests use through the ``dh`` fixture (conftest is not importable)."""
+
+    new_manager = staticmethod(new_manager)
+    remove_model_images = staticmethod(remove_model_images)
+
+    @staticmethod
+    def cluster_containers(conn: ClipperConnection, *labels: str,
+                           image: str | None = None) -> list[Any]:
+        """Running containers of the connection's cluster with the given labels (and image)."""
+        filters: dict[str, Any] = {
+            "label": [f"{CLIPPER_DOCKER_LABEL}={conn.cm.cluster_name}", *labels]}
+        if image:
+            filters["ancestor"] = image
+        return docker_client().containers.list(filters=filters)
+
+    @staticmethod
+    def model_containers(conn: ClipperConnection) -> list[Any]:
+        return Helpers.cluster_containers(conn, CLIPPER_MODEL_CONTAINER_LABEL)
+
+    @staticmethod
+    def replicas(conn: ClipperConnection, *models: str) -> list[Any]:
+        """Running replica containers of ``name_version`` model labels (all models if none)."""
+        return [c for c in Helpers.model_containers(conn)
+                if not models or c.labels[CLIPPER_MODEL_CONTAINER_LABEL] in models]
+
+    @staticmethod
+    def registered_models(conn: ClipperConnection) -> set[tuple[str, str]]:
+        return {(m["model_name"], m["model_version"]) for m in conn.get_all_models(verbose=True)}
+
+    @staticmethod
+    def predict(conn: ClipperConnection, app: str, body: dict[str, Any]) -> requests.Response:
+        url = f"http://{conn.get_query_addr()}/{app}/predict"
+        return requests.post(url, json=body, timeout=10)
+
+    @staticmethod
+    def wait_for_prediction(conn: ClipperConnection, app: str, body: dict[str, Any],
+                            timeout: float = 60.0) -> dict[str, Any]:
+        """POST until the answer is not the default output; return it (the last one on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = Helpers.predict(conn, app, body).json()
+            except requests.RequestException as exc:
+                answer = {"default": True, "error": str(exc)}
+            if not answer.get("default") or time.monotonic() > deadline:
+                return answer
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def dh() -> type[Helpers]:
+    return Helpers
