@@ -36,8 +36,8 @@ class RuntimeConfig:
 
     model_name: str
     model_version: str
-    #: The frontend's address, already resolved to an IPv4 address.
-    ip: str
+    #: The frontend's host name or IP address (``CLIPPER_IP``).
+    host: str
     port: int
     #: ``None`` when ``CLIPPER_INPUT_TYPE`` is unset: the bundle's input type is used.
     input_type: InputType | None
@@ -53,7 +53,12 @@ class RuntimeConfig:
 
     @property
     def address(self) -> str:
-        return f"tcp://{self.ip}:{self.port}"
+        """``tcp://<ip>:<port>``, resolving the host anew: a restarted frontend may have moved."""
+        try:
+            ip = socket.gethostbyname(self.host)
+        except OSError:
+            ip = self.host
+        return f"tcp://{ip}:{self.port}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeConfig:
@@ -63,7 +68,7 @@ class RuntimeConfig:
         version = _required(env, "CLIPPER_MODEL_VERSION")
         host = env.get("CLIPPER_IP") or DEFAULT_IP
         try:
-            ip = socket.gethostbyname(host)
+            socket.gethostbyname(host)
         except OSError as exc:
             msg = f"ERROR: CLIPPER_IP={host!r} could not be resolved ({exc}). Set it to the host of the query frontend"
             raise RuntimeConfigError(msg) from None
@@ -83,7 +88,7 @@ class RuntimeConfig:
         return cls(
             model_name=name,
             model_version=version,
-            ip=ip,
+            host=host,
             port=port,
             input_type=input_type,
             model_path=Path(env.get("CLIPPER_MODEL_PATH") or DEFAULT_MODEL_PATH),
