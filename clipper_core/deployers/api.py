@@ -15,6 +15,7 @@ a predict callable inside the replica (:meth:`Deployer.load`). :func:`deploy` an
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import json
 import shutil
@@ -137,6 +138,19 @@ def pickled_by_value(objects: Sequence[Any]) -> Iterator[None]:
     finally:
         for module in added:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def same_as_installed(distribution: str, fallback: str) -> str:
+    """A requirement pinning ``distribution`` to the version installed here, else ``fallback``.
+
+    Framework deployers use it for ``image_requirements``: a model saved with one release of
+    its framework is loaded by the same release inside the image.
+    """
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{distribution}{fallback}"
+    return f"{distribution}=={version.partition('+')[0]}"
 
 
 class Deployer(ABC):

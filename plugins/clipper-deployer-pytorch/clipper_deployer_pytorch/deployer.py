@@ -21,7 +21,13 @@ from typing import Any
 
 import cloudpickle
 
-from clipper_core.deployers.api import Bundle, Deployer, Predictor, pickled_by_value
+from clipper_core.deployers.api import (
+    Bundle,
+    Deployer,
+    Predictor,
+    pickled_by_value,
+    same_as_installed,
+)
 from clipper_core.exceptions import DeployError
 
 EXPORT_FILE = "pytorch_model.pt2"
@@ -35,7 +41,7 @@ class PyTorchDeployer(Deployer):
 
     name = "pytorch"
     func_extra_args = 1
-    image_requirements = ("torch>=2.0",)
+    image_requirements = (same_as_installed("torch", ">=2.0"),)
 
     def describe_call(self) -> str:
         return "func(model, inputs)"

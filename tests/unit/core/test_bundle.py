@@ -55,3 +55,12 @@ def test_unpicklable_function_names_the_fix(tmp_path):
 def test_a_directory_without_bundle_json_is_not_a_bundle(tmp_path):
     with pytest.raises(DeployError, match="has no bundle.json"):
         Bundle.read(tmp_path)
+
+
+def test_image_requirements_pin_the_installed_release():
+    from importlib.metadata import version
+
+    from clipper_core.deployers.api import same_as_installed
+
+    assert same_as_installed("pluggy", ">=1") == f"pluggy=={version('pluggy')}"
+    assert same_as_installed("no-such-distribution-xyz", ">=2") == "no-such-distribution-xyz>=2"
