@@ -153,7 +153,7 @@ class _Source:
                 src = Path(tmp, "src")
                 shutil.copytree(self.root, src, ignore=self.ignore)
                 progress(f"Building the {self.dist_name} wheel from {self.root}")
-                args = ["wheel", "--no-deps", "--no-build-isolation", "-w", tmp, str(src)]
+                args = ["wheel", "--no-deps", "-w", tmp, str(src)]
             else:
                 progress(f"Downloading the {self.dist_name}=={self.version} wheel")
                 args = ["download", "--no-deps", "--only-binary=:all:", "-d", tmp,
