@@ -3,13 +3,10 @@
 from clipper_core import __version__
 from clipper_core.admin.connection import ClipperConnection
 from clipper_core.admin.facade import backend_class
+from clipper_core.backends.docker import DockerContainerManager
 from clipper_core.backends.local import LocalContainerManager
 from clipper_core.exceptions import ClipperException, UnconnectedException
 
-try:
-    from clipper_core.backends.docker import DockerContainerManager
-except ImportError:
-    DockerContainerManager = backend_class("DockerContainerManager", "docker")
 KubernetesContainerManager = backend_class("KubernetesContainerManager", "kubernetes")
 
 __all__ = [
