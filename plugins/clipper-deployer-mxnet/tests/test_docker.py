@@ -1,73 +1,38 @@
 """One deployment under DockerContainerManager: the image built from the deployer's needs.
 
-Needs a Docker engine (``scripts/ensure-docker.sh`` starts one) and builds everything FROM
-the registry-free base image of ``scripts/build-base-image.sh``.
+The cluster comes from :mod:`clipper_core.testing.docker` (dockerd and the registry-free base
+image are prepared by the project's scripts).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mxnet as mx
 import numpy as np
 import pytest
-import requests
 
-from clipper_admin import ClipperConnection, DockerContainerManager
 from clipper_admin.deployers.mxnet import deploy_mxnet_model
-from clipper_core.backends.docker import find_unbound_port
 from clipper_core.testing.conformance import assert_outputs_match
 
-ROOT = Path(__file__).resolve().parents[3]
-BASE_IMAGE = "clipper/base:bookworm"
+if TYPE_CHECKING:
+    from clipper_core.testing.docker import DockerCluster
 
+pytest_plugins = ["clipper_core.testing.docker"]
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="module")
-def docker_conn() -> Iterator[ClipperConnection]:
-    for script in ("ensure-docker.sh", "build-base-image.sh"):
-        subprocess.run([str(ROOT / "scripts" / script)], check=True, timeout=900)
-    previous = os.environ.get("CLIPPER_BASE_IMAGE")
-    os.environ["CLIPPER_BASE_IMAGE"] = BASE_IMAGE
-    manager = DockerContainerManager(
-        cluster_name=f"mxnet-{uuid.uuid4().hex[:6]}",
-        clipper_query_port=find_unbound_port(0), clipper_management_port=find_unbound_port(0),
-        clipper_rpc_port=find_unbound_port(0), redis_port=find_unbound_port(0))
-    conn = ClipperConnection(manager)
-    try:
-        conn.start_clipper()
-        yield conn
-    finally:
-        conn.stop_all(graceful=False)
-        if previous is None:
-            os.environ.pop("CLIPPER_BASE_IMAGE", None)
-        else:
-            os.environ["CLIPPER_BASE_IMAGE"] = previous
-
-
-def test_gluon_model_in_a_docker_replica(docker_conn: ClipperConnection, gluon_model: Any,
+def test_gluon_model_in_a_docker_replica(docker_cluster: DockerCluster, gluon_model: Any,
                                          gluon_func: Any,
                                          sample_inputs: list[list[float]]) -> None:
-    docker_conn.register_application("mxnet-docker", "floats", "-1", 10_000_000)
-    deploy_mxnet_model(docker_conn, "mxnet-docker", 1, "floats", gluon_func, gluon_model,
+    conn = docker_cluster.conn
+    conn.register_application("mxnet-docker", "floats", "-1", 10_000_000)
+    deploy_mxnet_model(conn, "mxnet-docker", 1, "floats", gluon_func, gluon_model,
                        mxnet_data_shapes=None)
-    docker_conn.link_model_to_app("mxnet-docker", "mxnet-docker")
+    conn.link_model_to_app("mxnet-docker", "mxnet-docker")
     expected = gluon_model(mx.nd.array(np.asarray(sample_inputs, np.float32))).asnumpy()[:, 0]
 
-    url = f"http://{docker_conn.get_query_addr()}/mxnet-docker/predict"
-    deadline = time.monotonic() + 300
-    while True:
-        batch = requests.post(url, json={"input_batch": sample_inputs},
-                              timeout=30).json()["batch_predictions"]
-        if not any(p["default"] for p in batch) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    answer = docker_cluster.wait_for_prediction("mxnet-docker", {"input_batch": sample_inputs})
+    batch = answer["batch_predictions"]
     assert not any(p["default"] for p in batch), batch
     assert_outputs_match([p["output"] for p in batch], list(expected), rel_tol=1e-5)

@@ -7,49 +7,30 @@ images FROM that base (CLIPPER_BASE_IMAGE), so the tests run on a machine withou
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from clipper_admin import ClipperConnection, DockerContainerManager
+from clipper_admin import ClipperConnection
 from clipper_core.backends.api import CLIPPER_DOCKER_LABEL, CLIPPER_MODEL_CONTAINER_LABEL
-from clipper_core.backends.docker import docker_client, find_unbound_port
-
-ROOT = Path(__file__).resolve().parents[3]
-BASE_IMAGE = "clipper/base:bookworm"
-
-
-def _script(name: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / name)], check=True, timeout=900)
+from clipper_core.backends.docker import docker_client
+from clipper_core.testing.docker import (
+    base_image,
+    new_manager,
+    prepare_docker,
+    remove_model_images,
+)
 
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[Any]:
     """A running Docker engine with the local base image; CLIPPER_BASE_IMAGE points at it."""
-    _script("ensure-docker.sh")
-    _script("build-base-image.sh")
-    previous = os.environ.get("CLIPPER_BASE_IMAGE")
-    os.environ["CLIPPER_BASE_IMAGE"] = BASE_IMAGE
-    yield docker_client()
-    if previous is None:
-        os.environ.pop("CLIPPER_BASE_IMAGE", None)
-    else:
-        os.environ["CLIPPER_BASE_IMAGE"] = previous
-
-
-def new_manager(prefix: str) -> DockerContainerManager:
-    """A manager of a fresh cluster name whose host ports are all free ones."""
-    return DockerContainerManager(
-        cluster_name=f"{prefix}-{uuid.uuid4().hex[:6]}",
-        clipper_query_port=find_unbound_port(0), clipper_management_port=find_unbound_port(0),
-        clipper_rpc_port=find_unbound_port(0), redis_port=find_unbound_port(0))
+    prepare_docker()
+    with base_image():
+        yield docker_client()
 
 
 @pytest.fixture(scope="session")
@@ -67,15 +48,6 @@ def start_cluster(docker_engine: Any) -> Iterator[Callable[[str], ClipperConnect
     for conn in started:
         conn.stop_all(graceful=False)
         remove_model_images(conn.cm.cluster_name)
-
-
-def remove_model_images(cluster_name: str) -> None:
-    """Remove the model images ``<cluster>-<model>:<version>`` a test cluster built."""
-    client = docker_client()
-    for image in client.images.list():
-        for tag in image.tags:
-            if tag.startswith(f"{cluster_name}-"):
-                client.images.remove(tag)
 
 
 @pytest.fixture(scope="session")
