@@ -27,12 +27,17 @@ class Change:
     name: str
 
 
-class Subscription(ABC):
-    """A handle on a change-feed subscription."""
+class Subscription:
+    """A handle on a change-feed subscription: ``callback`` is called until :meth:`close`."""
 
-    @abstractmethod
+    def __init__(self, callback: Callable[[Change], None],
+                 on_close: Callable[[Subscription], None]) -> None:
+        self.callback = callback
+        self._on_close = on_close
+
     def close(self) -> None:
         """Stop delivering changes."""
+        self._on_close(self)
 
 
 class StateStore(ABC):

@@ -155,15 +155,6 @@ def _replica(data: dict[str, Any]) -> Replica:
                    InputType(data["input_type"]), data["frontend_id"])
 
 
-class _RedisSubscription(Subscription):
-    def __init__(self, store: RedisStore, callback: Callable[[Change], None]) -> None:
-        self._store = store
-        self.callback = callback
-
-    def close(self) -> None:
-        self._store._unsubscribe(self)
-
-
 class RedisStore(StateStore):
     """State in Redis; see the module docstring for the key layout and the change feed."""
 
@@ -184,7 +175,7 @@ class RedisStore(StateStore):
                 ("clear_replicas", _CLEAR_REPLICAS))
         }
         self._lock = threading.Lock()
-        self._subscribers: list[_RedisSubscription] = []
+        self._subscribers: list[Subscription] = []
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -344,7 +335,7 @@ class RedisStore(StateStore):
 
     # -- change feed --------------------------------------------------------------------
     def subscribe(self, callback: Callable[[Change], None]) -> Subscription:
-        sub = _RedisSubscription(self, callback)
+        sub = Subscription(callback, self._unsubscribe)
         with self._lock:
             if self._stopping.is_set():
                 msg = f"{self!r} is closed; open the store again"
@@ -357,7 +348,7 @@ class RedisStore(StateStore):
                 self._listener.start()
         return sub
 
-    def _unsubscribe(self, sub: _RedisSubscription) -> None:
+    def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             if sub in self._subscribers:
                 self._subscribers.remove(sub)

@@ -113,15 +113,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class _SqliteSubscription(Subscription):
-    def __init__(self, store: SQLiteStore, callback: Callable[[Change], None]) -> None:
-        self._store = store
-        self.callback = callback
-
-    def close(self) -> None:
-        self._store._unsubscribe(self)
-
-
 class SQLiteStore(StateStore):
     """State in one SQLite file; see the module docstring for the change feed."""
 
@@ -135,7 +126,7 @@ class SQLiteStore(StateStore):
         self._conn = _connect(self.path)
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.executescript(_SCHEMA)
-        self._subscribers: list[_SqliteSubscription] = []
+        self._subscribers: list[Subscription] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
@@ -356,7 +347,7 @@ class SQLiteStore(StateStore):
 
     # -- change feed --------------------------------------------------------------------
     def subscribe(self, callback: Callable[[Change], None]) -> Subscription:
-        sub = _SqliteSubscription(self, callback)
+        sub = Subscription(callback, self._unsubscribe)
         with self._lock:
             self._check_open()
             self._subscribers.append(sub)
@@ -368,7 +359,7 @@ class SQLiteStore(StateStore):
                 self._poller.start()
         return sub
 
-    def _unsubscribe(self, sub: _SqliteSubscription) -> None:
+    def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             if sub in self._subscribers:
                 self._subscribers.remove(sub)
