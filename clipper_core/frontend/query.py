@@ -215,11 +215,16 @@ def predict_error(cause: str) -> bytes:
 
 
 def render_output(output: bytes) -> bytes:
-    """Spec §1.4: embed the output as JSON if it parses as JSON, else as a JSON string."""
+    """Spec §1.4: embed the output as JSON if it parses as JSON, else as a JSON string.
+
+    The fragment may live long in the prediction cache, so it is copied out of orjson's
+    buffer, which keeps a 4 KiB allocation behind even a three-byte result.
+    """
     try:
-        return orjson.dumps(orjson.loads(output))
+        rendered = orjson.dumps(orjson.loads(output))
     except orjson.JSONDecodeError:
-        return orjson.dumps(output.decode("utf-8", "replace"))
+        rendered = orjson.dumps(output.decode("utf-8", "replace"))
+    return memoryview(rendered).tobytes()
 
 
 # -------------------------------------------------------------------------------------------

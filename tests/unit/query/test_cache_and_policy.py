@@ -50,7 +50,7 @@ def test_entry_larger_than_the_cache_and_zero_capacity() -> None:
 
 
 def test_replacing_an_entry_keeps_the_accounting() -> None:
-    cache = LRUCache(100)
+    cache = LRUCache(2 * entry_size(key(b"a"), b"1234"))
     cache.put(key(b"a"), b"12")
     cache.put(key(b"a"), b"1234")
     assert cache.size_bytes == entry_size(key(b"a"), b"1234")
@@ -60,3 +60,20 @@ def test_default_policy_picks_the_first_candidate() -> None:
     policy = DefaultPolicy(Application("a", InputType.DOUBLES, "d", 1000))
     assert list(policy.select(["v1", "v2"])) == ["v1"]
     assert list(policy.select([])) == []
+
+
+def test_cached_fragments_do_not_keep_orjson_buffers() -> None:
+    """A cached answer costs about its size, not the 4 KiB buffer orjson allocates."""
+    import tracemalloc
+
+    from clipper_core.frontend.query import render_output
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [render_output(b"%d.5" % i) for i in range(1000)]
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 1000
+    assert grown < 1000 * 200
