@@ -168,9 +168,10 @@ class Scheduler:
         self._drop_expired(queue.heap, self.loop.time())
         return len(queue.heap) + n <= self.max_queue_depth
 
-    def _drop_expired(self, heap: list[tuple[float, int, Task]], now: float) -> None:
+    def _drop_expired(self, heap: list[tuple[float, int, Task]], horizon: float) -> None:
+        """Drop the queries whose deadline is not after ``horizon``."""
         pending = self.pending
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= horizon:
             expired = heapq.heappop(heap)[2]
             if pending.get(expired.key) is expired:
                 del pending[expired.key]
@@ -200,10 +201,12 @@ class Scheduler:
         idle = queue.idle
         now = self.loop.time()
         while idle and heap:
-            self._drop_expired(heap, now)
+            slot = idle[-1]
+            # A query that cannot be answered before its deadline even alone would only
+            # delay the others: it gets the SLO default without costing the replica.
+            self._drop_expired(heap, now + slot.sizer.predict(1))
             if not heap:
                 return
-            slot = idle[-1]
             size = slot.sizer.size(heap[0][0] - now, len(heap))
             wanted = slot.sizer.fixed if slot.sizer.fixed > 0 else slot.sizer.limit
             if self.batch_wait_s and len(heap) < wanted and not queue.waited:

@@ -155,6 +155,24 @@ def test_earliest_deadline_first_and_expired_queries_dropped() -> None:
     run(main())
 
 
+def test_queries_that_cannot_finish_in_time_are_not_sent() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop())
+        slot = h.replica("r1", batch_size=1)
+        for _ in range(5):  # the replica has shown it needs 50 ms per query
+            slot.sizer.observe(1, 0.05, 1.0)
+        h.submit(b"busy", Waiter())
+        await asyncio.sleep(0)
+        waiter = Waiter()
+        h.submit(b"hopeless", waiter, 0, slo=0.02)
+        h.submit(b"feasible", waiter, 1, slo=5.0)
+        h.scheduler.on_response(slot, 0, [b"ok"])
+        await asyncio.sleep(0)
+        assert h.sent[1][2] == [b"feasible"]
+        assert ("m", "1", 0, b"hopeless") not in h.scheduler.pending
+    run(main())
+
+
 def test_model_error_answers_with_explanation_and_is_not_cached() -> None:
     async def main() -> None:
         h = Harness(asyncio.get_running_loop())
