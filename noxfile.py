@@ -71,5 +71,6 @@ def mxnet(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Throughput and latency against nginx (``-- --quick`` for the short run)."""
-    session.install("-e", ".", "matplotlib", "torch==2.13.0")
+    session.install("torch==2.13.0")
+    session.install("-e", ".", "-r", "bench/requirements.txt")
     session.run("python", "-m", "bench", *session.posargs)

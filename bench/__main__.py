@@ -1,0 +1,202 @@
+"""``python -m bench [--quick]``: measure the query path against nginx in one run."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from bench import BenchError
+from bench.cluster import Cluster
+from bench.reference import Nginx
+from bench.report import plot, render_docs, targets, targets_table, write_json
+from bench.runner import FULL, QUICK, Measured, Runner, Settings, pin_and_limit_threads, records
+from bench.workloads import deployments, scenarios
+
+log = logging.getLogger("bench")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tool_version(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    return (proc.stdout + proc.stderr).strip().splitlines()[0] if (proc.stdout + proc.stderr) else ""
+
+
+def _processes(markers: list[str]) -> list[dict[str, Any]]:
+    """Descendants of this process and processes whose command line names a marker, with the
+    cores each may run on: the layout as the kernel sees it."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdlines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ") \
+                .decode(errors="replace").strip()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == me:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    found = []
+    for pid, cmd in sorted(cmdlines.items()):
+        if pid != me and (descends(pid) or any(m in cmd for m in markers)):
+            try:
+                cpus = sorted(os.sched_getaffinity(pid))
+            except OSError:
+                continue
+            found.append({"pid": pid, "cmd": cmd[:160], "cpus": cpus})
+    return found
+
+
+def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float]]:
+    """The ``n`` frames with the most self time in py-spy's collapsed stacks, as shares."""
+    self_time: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        self_time[leaf] = self_time.get(leaf, 0) + int(count)
+        total += int(count)
+    ranked = sorted(self_time.items(), key=lambda kv: -kv[1])[:n]
+    return [(frame, count / total) for frame, count in ranked]
+
+
+def _profile(cluster: Cluster, runner: Runner, out: Path) -> dict[str, Any]:
+    """py-spy's collapsed stacks of the server process under a saturating ``sum`` load."""
+    pid = cluster.server_pid()
+    if shutil.which("py-spy") is None or pid is None:
+        raise BenchError("--profile needs py-spy (pip install py-spy) and a running server")
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "profile-sum.txt"
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--gil",
+                            "--duration", str(int(runner.settings.duration)), "--format", "raw",
+                            "-o", str(target)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.5)
+    load = runner.closed(cluster.query_port, "/sum/predict", True,
+                         max(runner.settings.connections))
+    output, _ = spy.communicate(timeout=60)
+    if spy.returncode != 0 or not target.is_file():
+        raise BenchError(f"py-spy failed: {output.strip()[-1000:]}")
+    top = top_frames(target.read_text())
+    for frame, share in top:
+        log.info("profile: %5.1f%% %s", share * 100, frame)
+    return {"file": str(target), "qps_while_profiled": load.qps,
+            "top_self_time": [[frame, round(share, 4)] for frame, share in top]}
+
+
+def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
+        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Measure everything; return the records and the run's metadata."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed; apt-get install "
+                             f"{'wrk' if tool == 'wrk' else 'util-linux'}")
+    pin_and_limit_threads(settings)
+    runner = Runner(settings)
+    recs: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {"layout": settings.layout(), "settings": attrs.asdict(settings),
+                            "load_average_at_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="clipper-bench-") as tmp, \
+            Nginx(Path(tmp) / "nginx") as ngx:
+        started = time.monotonic()
+        with Cluster(Path(tmp) / "cluster") as cluster:
+            deps = deployments()
+            chosen = scenarios([d.app for d in deps], only)
+            deps = [d for d in deps if d.app in {s.app for s in chosen}]
+            for dep in deps:
+                cluster.deploy(dep)
+            for dep in deps:
+                cluster.wait_ready(dep.app)
+            log.info("cluster up, %d applications deployed in %.1f s", len(deps),
+                     time.monotonic() - started)
+            meta["processes"] = _processes([str(tmp)])
+            measured: dict[str, Measured] = {}
+            for scenario in chosen:
+                nginx = ngx.port if scenario.reference == "nginx" else None
+                ours, ref = runner.measure(cluster.query_port, scenario, nginx)
+                measured[scenario.name] = ours
+                ref = ref or measured[scenario.reference]
+                recs += records(scenario, ours, ref, settings.fractions, settings.layout())
+            if profile:
+                try:
+                    meta["profile"] = _profile(cluster, runner, out)
+                except BenchError as exc:  # the measurements stand without the profile
+                    log.error("profile: %s", exc)
+                    meta["profile"] = {"error": str(exc)}
+    lags = [m.open[r].send_lag_p99_ms for m in measured.values() for r in m.open]
+    meta["generator_send_lag_p99_ms_max"] = max(lags) if lags else None
+    meta["load_average_at_end"] = os.getloadavg()
+    return recs, meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
+    parser.add_argument("--only", action="append", metavar="SCENARIO",
+                        help="measure only this scenario (repeatable), e.g. sum")
+    parser.add_argument("--sut-cpu", type=int, default=0)
+    parser.add_argument("--load-cpu", type=int, default=1)
+    parser.add_argument("--nice", type=int, default=0,
+                        help="nice value of everything the benchmark runs (e.g. -10 on a busy "
+                             "shared machine; negative needs root)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "performance.md",
+                        help="document whose figures section is rewritten ('' for none)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also record a py-spy flame graph of the server under sum load")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    base = QUICK if args.quick else FULL
+    settings = attrs.evolve(base, sut_cpu=args.sut_cpu, load_cpu=args.load_cpu,
+                               nice=args.nice)
+    started = time.monotonic()
+    try:
+        recs, meta = run(settings, args.only, args.out, args.profile)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    meta.update({
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "quick" if args.quick else "full",
+        "commit": _tool_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "wrk": _tool_version(["wrk", "-v"]), "nginx": _tool_version(["nginx", "-v"]),
+        "python": sys.version.split()[0], "elapsed_s": round(time.monotonic() - started, 1)})
+    write_json(args.out / "latest.json", recs)
+    write_json(args.out / "latest-meta.json", meta)
+    plot(args.out / "latest.png", recs,
+         f"Clipper query path vs its reference, {meta['date']} ({meta['mode']} run, commit "
+         f"{meta['commit']})\n{meta['layout']}")
+    if str(args.docs) and args.docs.is_file():
+        render_docs(args.docs, recs, meta)
+    print(targets_table(targets(recs)))
+    print(f"wrote {args.out / 'latest.json'} and latest.png in {meta['elapsed_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

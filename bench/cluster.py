@@ -1,0 +1,76 @@
+"""The system under test: an embedded cluster (``LocalContainerManager``) with the workloads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import requests
+
+from bench import BenchError
+from bench.reference import free_port
+from bench.workloads import BODY_TEMPLATE, Deployment
+
+log = logging.getLogger("bench")
+
+
+class Cluster:
+    """``with Cluster(dir) as c: c.deploy(d)`` starts an embedded cluster and stops it after."""
+
+    def __init__(self, workdir: Path, cache_size: int = 33554432) -> None:
+        self.workdir = workdir
+        self.cache_size = cache_size
+        self.query_port = free_port()
+        self.conn = None
+        self.manager = None
+
+    def __enter__(self) -> Cluster:
+        from clipper_admin import ClipperConnection, LocalContainerManager
+
+        manager = LocalContainerManager(
+            cluster_name=f"bench-{os.getpid()}", clipper_query_port=self.query_port,
+            clipper_management_port=free_port(), clipper_rpc_port=free_port(),
+            cluster_dir=self.workdir)
+        self.manager = manager
+        self.conn = ClipperConnection(manager)
+        self.conn.start_clipper(cache_size=self.cache_size)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.stop_all()
+            self.conn = None
+
+    def server_pid(self) -> int | None:
+        return self.manager.server_pid() if self.manager is not None else None
+
+    def deploy(self, dep: Deployment) -> None:
+        """Register ``dep.app``, deploy its function as model ``<app>-model`` and link them."""
+        from clipper_admin.deployers.python import deploy_python_closure
+
+        model = f"{dep.app}-model"
+        self.conn.register_application(dep.app, "doubles", "-1.0", dep.slo_micros)
+        deploy_python_closure(self.conn, name=model, version=1, input_type="doubles",
+                              func=dep.func, batch_size=dep.batch_size)
+        self.conn.link_model_to_app(dep.app, model)
+
+    def wait_ready(self, app: str, timeout: float = 120.0) -> None:
+        """Return once ``app`` answers a prediction that is not the default output."""
+        url = f"http://127.0.0.1:{self.query_port}/{app}/predict"
+        body = BODY_TEMPLATE.replace("{n}", "0")
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                resp = requests.post(url, data=body, timeout=5,
+                                     headers={"Content-Type": "application/json"})
+                last = f"{resp.status_code} {resp.text[:300]}"
+                if resp.status_code == 200 and resp.json().get("default") is False:
+                    return
+            except requests.RequestException as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise BenchError(f"application {app} gave no model prediction within {timeout:g} s "
+                         f"(last answer: {last}); see the logs in {self.workdir / 'logs'}")

@@ -1,0 +1,134 @@
+"""The benchmark harness's own parts: schedule, bodies, response parsing, wrk output, targets,
+and the open-loop generator against a real (deliberately stalling) server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from bench.loadgen import ResponseParser, body_maker, run_open_loop, schedule
+from bench.report import targets
+from bench.wrk import lua_script, parse_wrk_output
+from clipper_core.exceptions import ValidationError
+
+OK = b'{"query_id":1,"output":6.6,"default":false}'
+DEFAULT = b'{"query_id":2,"output":-1.0,"default":true,"default_explanation":"x"}'
+
+
+def response(status: int, body: bytes) -> bytes:
+    return b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status, len(body), body)
+
+
+def test_schedule_is_evenly_spaced_at_the_rate():
+    times = schedule(400.0, 0.5, start=10.0)
+    assert len(times) == 200
+    assert times[0] == 10.0
+    assert times[1] - times[0] == pytest.approx(0.0025)
+    assert times[-1] == pytest.approx(10.0 + 199 * 0.0025)
+
+
+def test_schedule_rejects_a_zero_rate():
+    with pytest.raises(ValidationError, match="rate and duration must be positive"):
+        schedule(0, 1.0)
+
+
+def test_bodies_are_distinct_or_fixed():
+    distinct = body_maker('{"input":[{n}.5]}', distinct=True, base=100)
+    assert distinct(0) == b'{"input":[100.5]}'
+    assert distinct(7) == b'{"input":[107.5]}'
+    fixed = body_maker('{"input":[{n}.5]}', distinct=False, base=3)
+    assert fixed(0) == fixed(9) == b'{"input":[3.5]}'
+    with pytest.raises(ValidationError, match="must contain"):
+        body_maker('{"input":[1.5]}', distinct=True)
+
+
+def test_parser_joins_split_responses_and_flags_defaults():
+    parser = ResponseParser()
+    stream = response(200, OK) + response(200, DEFAULT) + response(503, b'{"error":"e"}')
+    assert parser.feed(stream[:10]) == []
+    assert parser.feed(stream[10:60]) == []
+    assert parser.feed(stream[60:]) == [(200, False), (200, True), (503, False)]
+
+
+def test_parser_refuses_responses_without_content_length():
+    with pytest.raises(ValidationError, match="Content-Length"):
+        ResponseParser().feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+def test_wrk_output_is_read_from_the_scripts_line():
+    text = ("Running 2s test @ http://127.0.0.1:1\n  1 threads and 64 connections\n"
+            'BENCH_JSON {"requests":2000,"duration_us":2000000,"p50_us":450,"p99_us":2100,'
+            '"max_us":9000,"connect_errors":1,"read_errors":0,"write_errors":0,"timeouts":2,'
+            '"non200":3,"defaults":97}\nRequests/sec: 1000.00\n')
+    result = parse_wrk_output(text)
+    assert result.qps == pytest.approx((2000 - 3 - 97) / 2.0)
+    assert (result.p50_ms, result.p99_ms, result.max_ms) == (0.45, 2.1, 9.0)
+    assert (result.errors, result.defaults, result.requests) == (6, 97, 2000)
+    with pytest.raises(ValidationError, match="BENCH_JSON"):
+        parse_wrk_output("Requests/sec: 1000.00\n")
+
+
+def test_lua_script_embeds_path_and_body_parts():
+    script = lua_script("/sum/predict", '{"input":[{n}.5,0.1]}', distinct=True, base=42)
+    assert '"/sum/predict"' in script and '"{\\"input\\":["' in script
+    assert "local path, head, tail, distinct, base" in script and ", 42\n" in script
+
+
+def test_targets_are_judged_from_the_records():
+    recs = [
+        {"scenario": "sum/saturation", "ratio_qps": 0.25},
+        {"scenario": "sum-cached/saturation", "ratio_qps": 0.30},
+        {"scenario": "sum/c1", "ratio_p50": 4.0},
+        {"scenario": "batchable/open-50", "p99_ms": 12.0, "defaults": 5, "answered": 1000},
+    ]
+    assert [t.met for t in targets(recs)] == [True, False, True, None, True]
+
+
+def _stalling_server(stall: float) -> tuple[socket.socket, threading.Thread]:
+    """Answers every request at once, except that it waits ``stall`` s before the first."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        buf, first = b"", True
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    head, rest = buf.split(b"\r\n\r\n", 1)
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    if len(rest) < length:
+                        break
+                    buf = rest[length:]
+                    if first:
+                        time.sleep(stall)
+                        first = False
+                    conn.sendall(response(200, OK))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_open_loop_charges_a_stall_to_every_request_scheduled_during_it():
+    listener, thread = _stalling_server(stall=0.4)
+    try:
+        result = run_open_loop("127.0.0.1", listener.getsockname()[1], "/a/predict", rate=100,
+                               duration=1.0, make_body=body_maker('{"n":{n}}', True),
+                               connections=1, grace=2.0)
+    finally:
+        listener.close()
+    thread.join(5)
+    assert (result.sent, result.completed, result.errors) == (100, 100, 0)
+    # ~40 requests were scheduled during the stall: a closed-loop client would have sent them
+    # late and reported one slow request; from the schedule, >= 1 % of them are >= 300 ms late.
+    assert result.queued >= 35
+    assert result.p99_ms >= 300
+    assert result.p50_ms < 300
