@@ -32,8 +32,8 @@ def test_function_from_a_local_module_travels_by_value(tmp_path, monkeypatch):
 
 
 def test_bundle_records_what_the_replica_needs(tmp_path):
-    bundle = write_bundle(PythonDeployer(), tmp_path / "b", "ints", lambda xs: xs,
-                          pkgs_to_install=["sympy"])
+    write_bundle(PythonDeployer(), tmp_path / "b", "ints", lambda xs: xs,
+                 pkgs_to_install=["sympy"])
     again = Bundle.read(tmp_path / "b")
     assert again.input_type.canonical == "integers"
     assert again.packages == ("sympy",)
@@ -53,7 +53,7 @@ def test_unpicklable_function_names_the_fix(tmp_path):
 
 
 def test_a_directory_without_bundle_json_is_not_a_bundle(tmp_path):
-    with pytest.raises(DeployError, match="has no bundle.json"):
+    with pytest.raises(DeployError, match=r"has no bundle\.json"):
         Bundle.read(tmp_path)
 
 

@@ -224,10 +224,17 @@ def test_unknown_deployer_exits_2_naming_it(start_replica, tmp_path):
 
 
 def test_import_error_while_loading_exits_3(start_replica, tmp_path, monkeypatch):
-    """A function pickled by reference to a module the replica cannot import."""
+    """A function whose module uses another local module the replica cannot import.
+
+    The function's own module travels by value; the module it imports is pickled by
+    reference, so unpickling in the replica raises ModuleNotFoundError.
+    """
     module_dir = tmp_path / "only_here"
     module_dir.mkdir()
-    (module_dir / "vanishing_module.py").write_text("def predict(xs):\n    return xs\n")
+    (module_dir / "vanishing_dependency.py").write_text("def f(xs):\n    return xs\n")
+    (module_dir / "vanishing_module.py").write_text(
+        "import vanishing_dependency\n\n"
+        "def predict(xs):\n    return vanishing_dependency.f(xs)\n")
     monkeypatch.syspath_prepend(str(module_dir))
     import vanishing_module
 
@@ -236,6 +243,7 @@ def test_import_error_while_loading_exits_3(start_replica, tmp_path, monkeypatch
         assert replica.wait() == 3
     finally:
         sys.modules.pop("vanishing_module", None)
+        sys.modules.pop("vanishing_dependency", None)
     log = replica.log
     assert "ModuleNotFoundError" in log
     assert "bundle-0" in log
