@@ -196,6 +196,15 @@ class Scheduler:
         for queue in dirty:
             self._dispatch(queue)
 
+    def flush(self) -> None:
+        """Send what idle replicas can take now, instead of on the next loop iteration.
+
+        The frontend calls it once a request's queries are all submitted, so they leave as one
+        batch and a lone query does not wait for another turn of the event loop.
+        """
+        if self._dirty:
+            self._dispatch_dirty()
+
     def _dispatch(self, queue: VersionQueue) -> None:
         heap = queue.heap
         idle = queue.idle

@@ -647,6 +647,7 @@ class QueryFrontend:
                 pending.resolve(index, fragment, None)
             else:
                 scheduler.submit(queue, key, data, deadline, now, pending, index)
+        scheduler.flush()
         self._cache_lookups.count += n
         self._cache_hits.increment(hits, n)
         queue.cache_ratio.increment(hits, n)

@@ -173,6 +173,20 @@ def test_queries_that_cannot_finish_in_time_are_not_sent() -> None:
     run(main())
 
 
+def test_flush_sends_a_requests_queries_as_one_batch_at_once() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop())
+        h.replica("r1", batch_size=2)
+        waiter = Waiter()
+        h.submit(b"a", waiter, 0)
+        h.submit(b"b", waiter, 1)
+        h.scheduler.flush()
+        assert [s[2] for s in h.sent] == [[b"a", b"b"]]  # without waiting for the loop
+        await asyncio.sleep(0)
+        assert len(h.sent) == 1
+    run(main())
+
+
 def test_model_error_answers_with_explanation_and_is_not_cached() -> None:
     async def main() -> None:
         h = Harness(asyncio.get_running_loop())
