@@ -154,7 +154,8 @@ class Runner:
                  f" (nginx {sat[1].qps:.0f} qps)" if ref_port else "")
         points: list[dict[float, OpenLoopResult]] = [{} for _ in ports]
         for fraction in self.settings.fractions:
-            rate = fraction * sat[0].qps
+            # at least 1 qps: a scenario that answered nothing at saturation is still measured
+            rate = max(1.0, fraction * sat[0].qps)
             for i, p in enumerate(ports):
                 points[i][rate] = self.open(p, path, scenario.distinct, rate)
             mine = points[0][rate]

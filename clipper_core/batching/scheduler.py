@@ -168,10 +168,12 @@ class Scheduler:
         self._drop_expired(queue.heap, self.loop.time())
         return len(queue.heap) + n <= self.max_queue_depth
 
-    def _drop_expired(self, heap: list[tuple[float, int, Task]], horizon: float) -> None:
-        """Drop the queries whose deadline is not after ``horizon``."""
+    def _drop_expired(self, heap: list[tuple[float, int, Task]], now: float,
+                      keep_one_after: float = 0.0) -> None:
+        """Drop the queries whose deadline has passed, and, all but one, those due by
+        ``keep_one_after``."""
         pending = self.pending
-        while heap and heap[0][0] <= horizon:
+        while heap and (heap[0][0] <= now or (heap[0][0] <= keep_one_after and len(heap) > 1)):
             expired = heapq.heappop(heap)[2]
             if pending.get(expired.key) is expired:
                 del pending[expired.key]
@@ -212,8 +214,10 @@ class Scheduler:
         while idle and heap:
             slot = idle[-1]
             # A query that cannot be answered before its deadline even alone would only
-            # delay the others: it gets the SLO default without costing the replica.
-            self._drop_expired(heap, now + slot.sizer.predict(1))
+            # delay the others: it gets the SLO default without costing the replica. The
+            # last one is still sent, so that a replica whose first batches were slow (a cold
+            # start) keeps measuring and the estimate recovers.
+            self._drop_expired(heap, now, keep_one_after=now + slot.sizer.predict(1))
             if not heap:
                 return
             size = slot.sizer.size(heap[0][0] - now, len(heap))

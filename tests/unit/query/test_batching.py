@@ -173,6 +173,18 @@ def test_queries_that_cannot_finish_in_time_are_not_sent() -> None:
     run(main())
 
 
+def test_a_slow_cold_start_does_not_starve_the_replica() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop())
+        slot = h.replica("r1", batch_size=1)
+        slot.sizer.observe(1, 2.0, 1.0)  # the first batch took 2 s (loading, JIT...)
+        waiter = Waiter()
+        h.submit(b"lone", waiter, 0, slo=0.1)  # "hopeless" by that estimate, but alone
+        await asyncio.sleep(0)
+        assert [s[2] for s in h.sent] == [[b"lone"]]
+    run(main())
+
+
 def test_flush_sends_a_requests_queries_as_one_batch_at_once() -> None:
     async def main() -> None:
         h = Harness(asyncio.get_running_loop())
