@@ -58,6 +58,8 @@ _TEXT = b"text/plain; charset=utf-8"
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _HEALTHY = b'{"status":"ok"}'
 #: The event loop's timers may fire up to a millisecond early.
+#: Requests for unknown apps held until the next reload; beyond that they get 404 at once.
+_MAX_AWAITING_RELOAD = 1024
 _TIMER_SLACK_S = 0.001
 
 # -------------------------------------------------------------------------------------------
@@ -375,6 +377,8 @@ class QueryFrontend:
         self._subscription: Subscription | None = None
         self._reloading = False
         self._reload_again = False
+        #: Requests for an unknown app, answered again once the running reload is applied.
+        self._awaiting_reload: list[tuple[Request, Responder]] = []
         self._stopped = False
         self._ticker: asyncio.Task[None] | None = None
         self._cache_lookups = self.metrics.counter("internal:prediction_cache_lookups")
@@ -476,6 +480,9 @@ class QueryFrontend:
                     break
         finally:
             self._reloading = False
+            waiting, self._awaiting_reload = self._awaiting_reload, []
+            for request, responder in waiting:
+                self._handle(request, responder, after_reload=True)
 
     def _snapshot(self) -> tuple[list[Application], dict[str, list[str]], list[ModelVersion],
                                  dict[str, str | None], dict[str, list[str]]]:
@@ -552,7 +559,7 @@ class QueryFrontend:
         self._scheduler.on_error(session.slot, msg_id, message)  # type: ignore[union-attr]
 
     # -- HTTP -------------------------------------------------------------------------------
-    def _handle(self, request: Request, responder: Responder) -> None:
+    def _handle(self, request: Request, responder: Responder, after_reload: bool = False) -> None:
         entry = self._routes.get(request.path)
         if entry is not None:
             route, is_predict = entry
@@ -577,6 +584,12 @@ class QueryFrontend:
         else:
             parts = path.decode("utf-8", "replace").strip("/").split("/")
             if len(parts) == 2 and parts[1] in ("predict", "update"):
+                if not after_reload and len(self._awaiting_reload) < _MAX_AWAITING_RELOAD:
+                    # The app may have been registered a moment ago and its change not be
+                    # applied yet: read the store once more before saying it does not exist.
+                    self._awaiting_reload.append((request, responder))
+                    self._request_reload()
+                    return
                 cause = (f"No application named {parts[0]!r} is registered. Register it with "
                          "ClipperConnection.register_application, or check the URL")
                 responder.send(404, error_body("Application not found", cause))

@@ -212,3 +212,14 @@ def test_malformed_rpc_messages_do_not_disturb_the_frontend(
     finally:
         rogue.close(0)
         ctx.term()
+
+
+def test_an_app_registered_a_moment_ago_is_served_not_404(
+        make_cluster: Callable[..., Cluster]) -> None:
+    """The change feed is asynchronous; a query right after registration must still find it."""
+    cluster = make_cluster()
+    for i in range(20):
+        cluster.add_app(f"fresh-{i}")
+        answer = cluster.predict(f"fresh-{i}", {"input": [1.0]})
+        assert answer["default"] is True
+        assert answer["default_explanation"] == NO_MODELS
