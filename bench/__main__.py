@@ -20,8 +20,17 @@ from bench import BenchError
 from bench.cluster import Cluster
 from bench.reference import Nginx
 from bench.report import plot, render_docs, targets, targets_table, write_json
-from bench.runner import FULL, QUICK, Measured, Runner, Settings, pin_and_limit_threads, records
-from bench.workloads import deployments, scenarios
+from bench.runner import (
+    FULL,
+    QUICK,
+    Measured,
+    Runner,
+    Settings,
+    Target,
+    pin_and_limit_threads,
+    records,
+)
+from bench.workloads import BODY_TEMPLATE, deployments, scenarios
 
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +106,7 @@ def _profile(cluster: Cluster, runner: Runner, out: Path) -> dict[str, Any]:
                             "-o", str(target)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(0.5)
-    load = runner.closed(cluster.query_port, "/sum/predict", True,
+    load = runner.closed(Target(cluster.query_port, "/sum/predict"), BODY_TEMPLATE, True,
                          max(runner.settings.connections))
     output, _ = spy.communicate(timeout=60)
     if spy.returncode != 0 or not target.is_file():
@@ -130,14 +139,14 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
             deps = [d for d in deps if d.app in {s.app for s in chosen}]
             for dep in deps:
                 cluster.deploy(dep)
-            for dep in deps:
-                cluster.wait_ready(dep.app)
+            for scenario in chosen:
+                cluster.wait_ready(scenario.app, scenario.body)
             log.info("cluster up, %d applications deployed in %.1f s", len(deps),
                      time.monotonic() - started)
             meta["processes"] = _processes([str(tmp)])
             measured: dict[str, Measured] = {}
             for scenario in chosen:
-                nginx = ngx.port if scenario.reference == "nginx" else None
+                nginx = ngx.port if scenario.reference.startswith("nginx") else None
                 ours, ref = runner.measure(cluster.query_port, scenario, nginx)
                 measured[scenario.name] = ours
                 ref = ref or measured[scenario.reference]

@@ -11,7 +11,7 @@ import requests
 
 from bench import BenchError
 from bench.reference import free_port
-from bench.workloads import BODY_TEMPLATE, Deployment
+from bench.workloads import BODY_TEMPLATE, N_DIGITS, Deployment
 
 log = logging.getLogger("bench")
 
@@ -51,15 +51,15 @@ class Cluster:
         from clipper_admin.deployers.python import deploy_python_closure
 
         model = f"{dep.app}-model"
-        self.conn.register_application(dep.app, "doubles", "-1.0", dep.slo_micros)
-        deploy_python_closure(self.conn, name=model, version=1, input_type="doubles",
+        self.conn.register_application(dep.app, dep.input_type, "-1.0", dep.slo_micros)
+        deploy_python_closure(self.conn, name=model, version=1, input_type=dep.input_type,
                               func=dep.func, batch_size=dep.batch_size)
         self.conn.link_model_to_app(dep.app, model)
 
-    def wait_ready(self, app: str, timeout: float = 120.0) -> None:
-        """Return once ``app`` answers a prediction that is not the default output."""
+    def wait_ready(self, app: str, template: str = BODY_TEMPLATE, timeout: float = 120.0) -> None:
+        """Return once ``app`` answers ``template`` with a prediction, not the default output."""
         url = f"http://127.0.0.1:{self.query_port}/{app}/predict"
-        body = BODY_TEMPLATE.replace("{n}", "0")
+        body = template.replace("{n}", "1" * N_DIGITS)
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:

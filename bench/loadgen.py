@@ -12,8 +12,8 @@ timeouts have millisecond granularity: run it on a core of its own (``taskset``)
 generator itself was is reported (``send_lag_p99_ms``: scheduled to written, for requests that
 found a free connection) so a run can show that it measured the server and not the generator.
 
-Run as ``python -m bench.loadgen --port P --path /app/predict --rate R --duration S``; it prints
-one JSON object.
+Run as ``python -m bench.loadgen --port P --path /app/predict --rate R --duration S
+--body-file F``; it prints one JSON object.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import numpy as np
@@ -259,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--duration", type=float, required=True, help="seconds")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--body", required=True, help="JSON body template with {n}")
+    parser.add_argument("--body-file", type=Path, required=True,
+                        help="file holding the JSON body template with {n}")
     parser.add_argument("--fixed", action="store_true", help="same body for every request")
     parser.add_argument("--base", type=int, default=0, help="first value of {n}")
     args = parser.parse_args(argv)
     result = run_open_loop(args.host, args.port, args.path, args.rate, args.duration,
-                           body_maker(args.body, not args.fixed, args.base), args.connections)
+                           body_maker(args.body_file.read_text(), not args.fixed, args.base),
+                           args.connections)
     json.dump(result.to_dict(), sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import attrs
 
 from bench import BenchError
 from bench.loadgen import OpenLoopResult
-from bench.workloads import BODY_TEMPLATE, Scenario
+from bench.reference import BODY_PREFIX
+from bench.workloads import N_DIGITS, Scenario
 from bench.wrk import WrkResult, run_wrk
 
 log = logging.getLogger("bench")
@@ -79,39 +81,58 @@ class Measured:
     open: dict[float, OpenLoopResult]  # offered rate -> result
 
 
+@attrs.frozen
+class Target:
+    """Where one side of a measurement sends its requests."""
+
+    port: int
+    path: str
+
+
 class Runner:
     """Runs wrk and the open-loop generator; every run gets fresh input values."""
 
+    #: Input values of run k start at ``10**(N_DIGITS - 1) + k * RUN_SPACING``: every run's
+    #: values differ from every other's and all have :data:`N_DIGITS` digits.
+    RUN_SPACING = 10**9
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._base = 0
+        self._runs = 0
 
     def _next_base(self) -> int:
-        self._base += 10**11
-        return self._base
+        self._runs += 1
+        base = 10 ** (N_DIGITS - 1) + self._runs * self.RUN_SPACING
+        if base >= 10**N_DIGITS - self.RUN_SPACING:
+            raise BenchError(f"more than {self._runs - 1} runs in one benchmark: input values "
+                             f"no longer fit in {N_DIGITS} digits")
+        return base
 
-    def closed(self, port: int, path: str, distinct: bool, connections: int,
+    def closed(self, target: Target, body: str, distinct: bool, connections: int,
                duration: float | None = None) -> WrkResult:
-        return run_wrk(port, path, BODY_TEMPLATE, distinct=distinct, base=self._next_base(),
-                       connections=connections, duration=duration or self.settings.duration,
-                       cpu=self.settings.load_cpu)
+        return run_wrk(target.port, target.path, body, distinct=distinct,
+                       base=self._next_base(), connections=connections,
+                       duration=duration or self.settings.duration, cpu=self.settings.load_cpu)
 
-    def open(self, port: int, path: str, distinct: bool, rate: float) -> OpenLoopResult:
-        cmd = ["taskset", "-c", str(self.settings.load_cpu), sys.executable, "-m", "bench.loadgen",
-               "--port", str(port), "--path", path, "--rate", f"{rate:.3f}",
-               "--duration", str(self.settings.duration), "--body", BODY_TEMPLATE,
-               "--base", str(self._next_base()),
-               "--connections", str(max(self.settings.connections))]
-        if not distinct:
-            cmd.append("--fixed")
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              timeout=self.settings.duration + 60)
+    def open(self, target: Target, body: str, distinct: bool, rate: float) -> OpenLoopResult:
+        with tempfile.NamedTemporaryFile("w", prefix="bench-body-", suffix=".txt") as file:
+            file.write(body)
+            file.flush()
+            cmd = ["taskset", "-c", str(self.settings.load_cpu), sys.executable, "-m",
+                   "bench.loadgen", "--port", str(target.port), "--path", target.path,
+                   "--rate", f"{rate:.3f}", "--duration", str(self.settings.duration),
+                   "--body-file", file.name, "--base", str(self._next_base()),
+                   "--connections", str(max(self.settings.connections))]
+            if not distinct:
+                cmd.append("--fixed")
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                  timeout=self.settings.duration + 60)
         if proc.returncode != 0:
             raise BenchError(f"the open-loop generator failed: {proc.stderr.strip()[-2000:]}")
         return OpenLoopResult(**json.loads(proc.stdout))
 
-    def _best_closed(self, targets: list[int], path: str, distinct: bool,
+    def _best_closed(self, targets: list[Target], body: str, distinct: bool,
                      connections: tuple[int, ...]) -> list[WrkResult]:
         """Alternate the targets ``repeats`` times at each connection count; keep each one's
         best run.
@@ -125,8 +146,8 @@ class Runner:
         duration = self.settings.c1_duration if connections == (1,) else None
         for _ in range(self.settings.repeats):
             for conns in connections:
-                for i, port in enumerate(targets):
-                    runs[i].append(self.closed(port, path, distinct, conns, duration))
+                for i, target in enumerate(targets):
+                    runs[i].append(self.closed(target, body, distinct, conns, duration))
         if connections == (1,):
             return [min(r, key=lambda w: w.p50_ms) for r in runs]
         return [max(r, key=lambda w: w.qps) for r in runs]
@@ -136,28 +157,33 @@ class Runner:
         """c1, saturation and the open-loop sweep of one scenario.
 
         With ``ref_port`` (nginx), every measurement of the scenario is interleaved with the
-        same measurement of the reference, at the same offered rates for the open loop.
+        same measurement of the reference (same bodies; under :data:`BODY_PREFIX` when the
+        reference is ``nginx-body``), at the same offered rates for the open loop.
         """
         path = f"/{scenario.app}/predict"
-        ports = [port] if ref_port is None else [port, ref_port]
-        self.closed(port, path, scenario.distinct, max(self.settings.connections),
+        targets = [Target(port, path)]
+        if ref_port is not None:
+            prefix = BODY_PREFIX if scenario.reference == "nginx-body" else ""
+            targets.append(Target(ref_port, prefix + path))
+        body = scenario.body
+        self.closed(targets[0], body, scenario.distinct, max(self.settings.connections),
                     self.settings.warmup)
-        c1 = self._best_closed(ports, path, scenario.distinct, (1,))
+        c1 = self._best_closed(targets, body, scenario.distinct, (1,))
         log.info("%s c1: p50 %.3f ms p99 %.3f ms%s", scenario.name, c1[0].p50_ms, c1[0].p99_ms,
                  f" (nginx p50 {c1[1].p50_ms:.3f} ms)" if ref_port else "")
-        sat = self._best_closed(ports, path, scenario.distinct, self.settings.connections)
+        sat = self._best_closed(targets, body, scenario.distinct, self.settings.connections)
         # the concurrency-1 run is a closed-loop run too: with a tight SLO it can give the most
         # predictions per second (every other query waits past its deadline)
         sat = [max(s, c, key=lambda w: w.qps) for s, c in zip(sat, c1, strict=True)]
         log.info("%s saturation: %.0f qps with %d connections (errors %d, defaults %d)%s",
                  scenario.name, sat[0].qps, sat[0].connections, sat[0].errors, sat[0].defaults,
                  f" (nginx {sat[1].qps:.0f} qps)" if ref_port else "")
-        points: list[dict[float, OpenLoopResult]] = [{} for _ in ports]
+        points: list[dict[float, OpenLoopResult]] = [{} for _ in targets]
         for fraction in self.settings.fractions:
             # at least 1 qps: a scenario that answered nothing at saturation is still measured
             rate = max(1.0, fraction * sat[0].qps)
-            for i, p in enumerate(ports):
-                points[i][rate] = self.open(p, path, scenario.distinct, rate)
+            for i, target in enumerate(targets):
+                points[i][rate] = self.open(target, body, scenario.distinct, rate)
             mine = points[0][rate]
             log.info("%s open %.0f qps: p50 %.3f ms p99 %.3f ms (defaults %d, errors %d)%s",
                      scenario.name, rate, mine.p50_ms, mine.p99_ms, mine.defaults, mine.errors,
@@ -170,16 +196,20 @@ def _ratio(ours: float, ref: float) -> float | None:
     return ours / ref if ref else None
 
 
-def _record(scenario: str, kind: str, ours: WrkResult | OpenLoopResult,
-            ref: WrkResult | OpenLoopResult, reference: str, layout: str) -> dict[str, Any]:
+def _record(scenario: Scenario, kind: str, ours: WrkResult | OpenLoopResult,
+            ref: WrkResult | OpenLoopResult, layout: str) -> dict[str, Any]:
     rec: dict[str, Any] = {
-        "scenario": f"{scenario}/{kind}", "qps": ours.qps, "p50_ms": ours.p50_ms,
+        "scenario": f"{scenario.name}/{kind}", "qps": ours.qps, "p50_ms": ours.p50_ms,
         "p99_ms": ours.p99_ms, "errors": ours.errors, "defaults": ours.defaults,
         "reference_qps": ref.qps, "reference_p50_ms": ref.p50_ms,
         "ratio_qps": _ratio(ours.qps, ref.qps), "ratio_p50": _ratio(ours.p50_ms, ref.p50_ms),
         "answered": ours.requests if isinstance(ours, WrkResult) else ours.completed,
-        "reference": reference, "reference_p99_ms": ref.p99_ms, "layout": layout,
+        "reference": scenario.reference, "reference_p99_ms": ref.p99_ms, "layout": layout,
+        "body_bytes": scenario.body_bytes,
     }
+    if scenario.reference == "nginx-body":  # large inputs: request bodies read per second
+        rec["mb_s"] = ours.qps * scenario.body_bytes / 1e6
+        rec["reference_mb_s"] = ref.qps * scenario.body_bytes / 1e6
     if isinstance(ours, WrkResult):
         rec["connections"] = ours.connections
         rec["reference_connections"] = ref.connections
@@ -199,11 +229,9 @@ def records(scenario: Scenario, ours: Measured, ref: Measured, fractions: tuple[
     the same offered rates; against another scenario, at the same fractions of its own
     saturation.
     """
-    out = [_record(scenario.name, "saturation", ours.saturation, ref.saturation,
-                   scenario.reference, layout),
-           _record(scenario.name, "c1", ours.c1, ref.c1, scenario.reference, layout)]
+    out = [_record(scenario, "saturation", ours.saturation, ref.saturation, layout),
+           _record(scenario, "c1", ours.c1, ref.c1, layout)]
     for fraction, mine, theirs in zip(fractions, ours.open.values(), ref.open.values(),
                                       strict=True):
-        out.append(_record(scenario.name, f"open-{round(fraction * 100)}", mine, theirs,
-                           scenario.reference, layout))
+        out.append(_record(scenario, f"open-{round(fraction * 100)}", mine, theirs, layout))
     return out

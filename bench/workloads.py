@@ -6,6 +6,8 @@ registers this module with cloudpickle *by value* so that replicas need not impo
 
 from __future__ import annotations
 
+import base64
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +18,19 @@ import cloudpickle
 
 from bench import BenchError
 
-#: Every scenario POSTs 10 doubles; ``{n}`` makes the first one distinct per query.
+#: Body templates: ``{n}`` is replaced by a number of :data:`N_DIGITS` digits that differs from
+#: query to query (and from run to run), so that no query is a cache hit.
+N_DIGITS = 12
+#: Most scenarios POST 10 doubles, the first one distinct per query.
 BODY_TEMPLATE = '{"input":[{n}.5,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]}'
+_rng = random.Random(15)
+#: A long feature vector: 10,000 doubles (about 90 KB of JSON).
+VECTOR_10K_TEMPLATE = ('{"input":[{n}.5,'
+                       + ",".join(f"{_rng.random():.6f}" for _ in range(9_999)) + "]}")
+#: An image-sized payload: 150 KiB of random bytes, base64 in JSON as the REST API carries
+#: bytes. The 12 digits of ``{n}`` are 9 more bytes in front (a multiple of 4 characters).
+BYTES_150K_TEMPLATE = ('{"input":"{n}'
+                       + base64.b64encode(_rng.randbytes(150 * 1024)).decode() + '"}')
 
 
 def noop(xs: Any) -> list[str]:
@@ -28,6 +41,16 @@ def noop(xs: Any) -> list[str]:
 def feature_sum(xs: Any) -> list[str]:
     """The seeds' quickstart model."""
     return [str(sum(x)) for x in xs]
+
+
+def vector_sum(xs: Any) -> list[str]:
+    """The sum of a long vector, vectorised."""
+    return [str(float(x.sum())) for x in xs]
+
+
+def byte_count(xs: Any) -> list[str]:
+    """The length of each ``bytes`` input: the model does next to nothing with the payload."""
+    return [str(len(x)) for x in xs]
 
 
 def batchable(xs: Any) -> list[str]:
@@ -71,19 +94,28 @@ class Deployment:
     func: Callable[[Any], list[str]]
     slo_micros: int
     batch_size: int = -1
+    input_type: str = "doubles"
 
 
 @attrs.frozen
 class Scenario:
     """What one set of measurements queries: an application, with distinct or repeated inputs.
 
-    ``reference`` is another scenario's name, or ``"nginx"``.
+    ``reference`` is another scenario's name, or ``"nginx"`` (which answers without reading a
+    body this small) or ``"nginx-body"`` (which reads the whole body before it answers, for the
+    large inputs). ``body`` is the request's template (see :data:`N_DIGITS`).
     """
 
     name: str
     app: str
     distinct: bool = True
     reference: str = "nginx"
+    body: str = BODY_TEMPLATE
+
+    @property
+    def body_bytes(self) -> int:
+        """The size of one request body."""
+        return len(self.body) - len("{n}") + N_DIGITS
 
 
 def deployments() -> list[Deployment]:
@@ -91,7 +123,9 @@ def deployments() -> list[Deployment]:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     deps = [Deployment("noop", noop, 100_000), Deployment("sum", feature_sum, 100_000),
             Deployment("batchable-b1", batchable, 20_000, batch_size=1),
-            Deployment("batchable", batchable, 20_000)]
+            Deployment("batchable", batchable, 20_000),
+            Deployment("vector-10k", vector_sum, 100_000),
+            Deployment("bytes-150k", byte_count, 100_000, input_type="bytes")]
     if torch_available():
         deps.append(Deployment("mlp", make_mlp(), 100_000))
     return deps
@@ -106,7 +140,11 @@ def scenarios(apps: list[str], only: list[str] | None = None) -> list[Scenario]:
             Scenario("sum-cached", "sum", distinct=False),
             Scenario("batchable-b1", "batchable-b1"),
             Scenario("batchable", "batchable", reference="batchable-b1"),
-            Scenario("mlp", "mlp")]
+            Scenario("mlp", "mlp"),
+            Scenario("vector-10k", "vector-10k", reference="nginx-body",
+                     body=VECTOR_10K_TEMPLATE),
+            Scenario("bytes-150k", "bytes-150k", reference="nginx-body",
+                     body=BYTES_150K_TEMPLATE)]
     all_ = [s for s in all_ if s.app in apps]
     if not only:
         return all_

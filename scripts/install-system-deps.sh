@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and benchmarks use; does nothing when they are present.
 set -euo pipefail
-packages=(redis-server docker.io debootstrap docker-registry wrk nginx-light openjdk-17-jre-headless)
+packages=(redis-server docker.io debootstrap docker-registry wrk nginx-light libnginx-mod-http-echo openjdk-17-jre-headless)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
