@@ -18,6 +18,7 @@ import attrs
 
 from bench import BenchError
 from bench.cluster import Cluster
+from bench.many import measure_many
 from bench.reference import Nginx
 from bench.report import plot, render_docs, targets, targets_table, write_json
 from bench.runner import (
@@ -135,12 +136,17 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
         started = time.monotonic()
         with Cluster(Path(tmp) / "cluster") as cluster:
             deps = deployments()
-            chosen = scenarios([d.app for d in deps], only)
-            deps = [d for d in deps if d.app in {s.app for s in chosen}]
+            many = not only or "many" in only
+            rest = [name for name in only or () if name != "many"]
+            chosen = scenarios([d.app for d in deps], rest) if rest or not only else []
+            apps = {s.app for s in chosen} | ({"sum"} if many else set())  # many queries sum
+            deps = [d for d in deps if d.app in apps]
             for dep in deps:
                 cluster.deploy(dep)
             for scenario in chosen:
                 cluster.wait_ready(scenario.app, scenario.body)
+            if many:
+                cluster.wait_ready("sum")
             log.info("cluster up, %d applications deployed in %.1f s", len(deps),
                      time.monotonic() - started)
             meta["processes"] = _processes([str(tmp)])
@@ -151,6 +157,8 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
                 measured[scenario.name] = ours
                 ref = ref or measured[scenario.reference]
                 recs += records(scenario, ours, ref, settings.fractions, settings.layout())
+            if many:  # last: its registrations stay on the cluster
+                recs += measure_many(cluster, runner, ngx.port)
             if profile:
                 try:
                     meta["profile"] = _profile(cluster, runner, out)

@@ -60,6 +60,8 @@ def targets(records: list[dict[str, Any]]) -> list[Target]:
     ratio("bytes-150k/saturation", "ratio_qps",
           "150 KB bytes input: MB/s at saturation >= 0.5 x nginx reading the same body",
           lambda v: v >= 0.5)
+    ratio("many/sum-throughput-ratio", "value",
+          "sum among 1,000 applications: saturation within 5% of sum alone", lambda v: v >= 0.95)
     return out
 
 
@@ -74,15 +76,30 @@ def _fmt(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def measurements(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of load runs (those with ``qps``), not single figures (``value``)."""
+    return [r for r in records if "qps" in r]
+
+
+def single_figures_table(records: list[dict[str, Any]]) -> str:
+    """A Markdown table of the single figures (records with ``value``, e.g. ``many/...``)."""
+    lines = ["| figure | value | unit | what |", "|---|---:|---|---|"]
+    lines += [f"| {r['scenario']} | {_fmt(r['value'], 3)} | {r['unit']} | {r['detail']} |"
+              for r in records if "value" in r]
+    return "\n".join(lines)
+
+
 def figures_table(records: list[dict[str, Any]]) -> str:
-    """A Markdown table of every record."""
+    """A Markdown table of every load run."""
     lines = ["| scenario | qps | p50 ms | p99 ms | errors | defaults | reference | ref qps | "
              "ref p50 ms | ratio qps | ratio p50 |",
              "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
-    for r in records:
+    for r in measurements(records):
         name = r["scenario"]
         if "offered_qps" in r:
             name += f" (offered {r['offered_qps']:,.0f}/s)"
+        if "mb_s" in r:
+            name += f" ({r['mb_s']:,.1f} MB/s, nginx {r['reference_mb_s']:,.1f})"
         lines.append(f"| {name} | {_fmt(r['qps'], 0)} | {_fmt(r['p50_ms'], 3)} | "
                      f"{_fmt(r['p99_ms'], 3)} | {r['errors']} | {r['defaults']} | "
                      f"{r['reference']} | {_fmt(r['reference_qps'], 0)} | "
@@ -113,7 +130,9 @@ def render_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) 
             f"{_loads(meta['load_average_at_start'])}, at end {_loads(meta['load_average_at_end'])} "
             "(2 cores: above 2, other processes competed with the benchmark).\n\n"
             f"Targets (issues 6 and 15):\n\n{targets_table(targets(records))}\n\n"
-            f"All records (`bench/results/latest.json`):\n\n{figures_table(records)}\n\n"
+            f"All load runs (`bench/results/latest.json`):\n\n{figures_table(records)}\n\n"
+            + (f"Single figures:\n\n{single_figures_table(records)}\n\n"
+               if any("value" in r for r in records) else "") +
             "![latency against offered load](../bench/results/latest.png)\n")
     pattern = re.compile(re.escape(DOCS_START) + ".*?" + re.escape(DOCS_END), re.S)
     doc.write_text(pattern.sub(lambda _: f"{DOCS_START}\n{body}{DOCS_END}", text))
@@ -128,7 +147,10 @@ def plot(path: Path, records: list[dict[str, Any]], title: str) -> None:
     from matplotlib import ticker
 
     rec = _by_name(records)
-    names = list(dict.fromkeys(r["scenario"].split("/")[0] for r in records))
+    names = list(dict.fromkeys(r["scenario"].split("/")[0] for r in records
+                               if "offered_qps" in r))
+    if not names:  # e.g. only the many-models figures: nothing to plot
+        return
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)

@@ -132,7 +132,7 @@ class Runner:
             raise BenchError(f"the open-loop generator failed: {proc.stderr.strip()[-2000:]}")
         return OpenLoopResult(**json.loads(proc.stdout))
 
-    def _best_closed(self, targets: list[Target], body: str, distinct: bool,
+    def best_closed(self, targets: list[Target], body: str, distinct: bool,
                      connections: tuple[int, ...]) -> list[WrkResult]:
         """Alternate the targets ``repeats`` times at each connection count; keep each one's
         best run.
@@ -168,10 +168,10 @@ class Runner:
         body = scenario.body
         self.closed(targets[0], body, scenario.distinct, max(self.settings.connections),
                     self.settings.warmup)
-        c1 = self._best_closed(targets, body, scenario.distinct, (1,))
+        c1 = self.best_closed(targets, body, scenario.distinct, (1,))
         log.info("%s c1: p50 %.3f ms p99 %.3f ms%s", scenario.name, c1[0].p50_ms, c1[0].p99_ms,
                  f" (nginx p50 {c1[1].p50_ms:.3f} ms)" if ref_port else "")
-        sat = self._best_closed(targets, body, scenario.distinct, self.settings.connections)
+        sat = self.best_closed(targets, body, scenario.distinct, self.settings.connections)
         # the concurrency-1 run is a closed-loop run too: with a tight SLO it can give the most
         # predictions per second (every other query waits past its deadline)
         sat = [max(s, c, key=lambda w: w.qps) for s, c in zip(sat, c1, strict=True)]
