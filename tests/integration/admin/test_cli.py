@@ -93,3 +93,51 @@ def test_plugins_lists_the_built_ins(cli):
     assert out.returncode == 0
     assert "backend local" in out.stdout
     assert "deployer python" in out.stdout
+
+
+def test_deploy_a_file_inspect_scale_and_json(cli, tmp_path):
+    model = tmp_path / "doubler.py"
+    model.write_text("def predict(xs):\n    return [str(2 * sum(x)) for x in xs]\n")
+    assert cli("start").returncode == 0
+    try:
+        deployed = cli("deploy", f"{model}:predict", "--name", "doubler", "--app", "twice",
+                       "--json")
+        assert deployed.returncode == 0, deployed.stderr
+        info = json.loads(deployed.stdout)
+        assert info["predict_url"].endswith("/twice/predict")
+        assert "replicas of doubler:1 connected" in deployed.stderr
+
+        pred = json.loads(cli("predict", "twice", "[1.0, 2.0]").stdout)
+        assert pred == {"query_id": pred["query_id"], "output": 6.0, "default": False}
+
+        apps = json.loads(cli("apps", "--json").stdout)
+        assert [(a["name"], a["linked_models"]) for a in apps] == [("twice", ["doubler"])]
+        models = json.loads(cli("models", "--json").stdout)
+        assert [(m["model_name"], m["num_replicas"]) for m in models] == [("doubler", 1)]
+
+        metrics = json.loads(cli("metrics", "--json").stdout)
+        assert metrics["apps"]["twice"]["num_predictions.count"] >= 1
+        assert "doubler:1" in metrics["models"]
+        text = cli("metrics").stdout
+        assert text.splitlines()[0].split()[:2] == ["APPLICATION", "PREDICTIONS"]
+        top = cli("top", "--iterations", "1", "--interval", "0.2")
+        assert top.returncode == 0, top.stderr
+        assert "PRED/S" in top.stdout
+        assert "doubler:1" in top.stdout
+
+        scaled = cli("scale", "doubler", "2")
+        assert scaled.returncode == 0, scaled.stderr
+        replicas = json.loads(cli("replicas", "--json").stdout)
+        assert sum(r["model_name"] == "doubler" for r in replicas["connected"]) == 2
+        assert cli("set-version", "doubler", "1").returncode == 0
+
+        bad = cli("deploy", str(model), "--name", "x")
+        assert bad.returncode == 1
+        assert "is not FILE.py:FUNCTION" in bad.stderr
+        missing = cli("deploy", f"{model}:nope", "--name", "x")
+        assert "has no function 'nope' (functions: predict)" in missing.stderr
+        option = cli("apps", "--option", "bogus=1")
+        assert option.returncode == 1
+        assert "The local backend has no option bogus" in option.stderr
+    finally:
+        assert cli("stop").returncode == 0
