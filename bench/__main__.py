@@ -19,8 +19,17 @@ import attrs
 from bench import BenchError
 from bench.cluster import Cluster
 from bench.many import measure_many
+from bench.peers import measure_peers
 from bench.reference import Nginx
-from bench.report import plot, render_docs, targets, targets_table, write_json
+from bench.report import (
+    peers_table,
+    plot,
+    render_docs,
+    render_peers_docs,
+    targets,
+    targets_table,
+    write_json,
+)
 from bench.runner import (
     FULL,
     QUICK,
@@ -171,6 +180,30 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
     return recs, meta
 
 
+def run_peers(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Clipper's ``sum``, then each peer, each against nginx, in one run."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed; see docs/performance.md")
+    pin_and_limit_threads(settings)
+    runner = Runner(settings)
+    meta: dict[str, Any] = {"layout": settings.layout(), "settings": attrs.asdict(settings),
+                            "load_average_at_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="clipper-bench-peers-") as tmp, \
+            Nginx(Path(tmp) / "nginx") as ngx:
+        sum_app = next(s for s in scenarios(["sum"]) if s.name == "sum")
+        with Cluster(Path(tmp) / "cluster") as cluster:
+            cluster.deploy(next(d for d in deployments() if d.app == "sum"))
+            cluster.wait_ready("sum")
+            ours, ref = runner.measure(cluster.query_port, sum_app, ngx.port)
+        assert ref is not None
+        recs = records(attrs.evolve(sum_app, name="clipper"), ours, ref, settings.fractions,
+                       settings.layout())
+        peer_recs, meta["versions"] = measure_peers(runner, ngx.port, Path(tmp) / "peers", ours)
+    meta["load_average_at_end"] = os.getloadavg()
+    return recs + peer_recs, meta
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
@@ -186,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="document whose figures section is rewritten ('' for none)")
     parser.add_argument("--profile", action="store_true",
                         help="also record a py-spy flame graph of the server under sum load")
+    parser.add_argument("--peers", action="store_true",
+                        help="measure feature_sum on Ray Serve, BentoML, LitServe and Triton "
+                             "beside Clipper's sum instead (writes peers.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base = QUICK if args.quick else FULL
@@ -193,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                                nice=args.nice)
     started = time.monotonic()
     try:
-        recs, meta = run(settings, args.only, args.out, args.profile)
+        if args.peers:
+            recs, meta = run_peers(settings)
+        else:
+            recs, meta = run(settings, args.only, args.out, args.profile)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -203,15 +242,18 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _tool_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
         "wrk": _tool_version(["wrk", "-v"]), "nginx": _tool_version(["nginx", "-v"]),
         "python": sys.version.split()[0], "elapsed_s": round(time.monotonic() - started, 1)})
-    write_json(args.out / "latest.json", recs)
-    write_json(args.out / "latest-meta.json", meta)
-    plot(args.out / "latest.png", recs,
-         f"Clipper query path vs its reference, {meta['date']} ({meta['mode']} run, commit "
-         f"{meta['commit']})\n{meta['layout']}")
+    stem = "peers" if args.peers else "latest"
+    write_json(args.out / f"{stem}.json", recs)
+    write_json(args.out / f"{stem}-meta.json", meta)
+    what = "Clipper and its peers on feature_sum" if args.peers else \
+        "Clipper query path vs its reference"
+    plot(args.out / f"{stem}.png", recs,
+         f"{what}, {meta['date']} ({meta['mode']} run, commit {meta['commit']})\n"
+         f"{meta['layout']}")
     if str(args.docs) and args.docs.is_file():
-        render_docs(args.docs, recs, meta)
-    print(targets_table(targets(recs)))
-    print(f"wrote {args.out / 'latest.json'} and latest.png in {meta['elapsed_s']} s")
+        (render_peers_docs if args.peers else render_docs)(args.docs, recs, meta)
+    print(peers_table(recs, meta.get("versions")) if args.peers else targets_table(targets(recs)))
+    print(f"wrote {args.out / stem}.json and {stem}.png in {meta['elapsed_s']} s")
     return 0
 
 

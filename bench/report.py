@@ -14,6 +14,8 @@ from bench import BenchError
 
 DOCS_START = "<!-- bench:figures:start -->"
 DOCS_END = "<!-- bench:figures:end -->"
+PEERS_START = "<!-- bench:peers:start -->"
+PEERS_END = "<!-- bench:peers:end -->"
 
 
 @attrs.frozen
@@ -122,9 +124,6 @@ def _loads(values: list[float]) -> str:
 
 def render_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """Replace the figures section of ``doc`` (between the bench markers)."""
-    text = doc.read_text()
-    if DOCS_START not in text or DOCS_END not in text:
-        raise BenchError(f"{doc} has no {DOCS_START} ... {DOCS_END} section to fill")
     body = (f"Run of {meta['date']} ({meta['mode']}, commit {meta['commit']}); "
             f"layout: {meta['layout']}; load average (1/5/15 min) at start "
             f"{_loads(meta['load_average_at_start'])}, at end {_loads(meta['load_average_at_end'])} "
@@ -134,8 +133,55 @@ def render_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) 
             + (f"Single figures:\n\n{single_figures_table(records)}\n\n"
                if any("value" in r for r in records) else "") +
             "![latency against offered load](../bench/results/latest.png)\n")
-    pattern = re.compile(re.escape(DOCS_START) + ".*?" + re.escape(DOCS_END), re.S)
-    doc.write_text(pattern.sub(lambda _: f"{DOCS_START}\n{body}{DOCS_END}", text))
+    _replace_section(doc, DOCS_START, DOCS_END, body)
+
+
+def _replace_section(doc: Path, start: str, end: str, body: str) -> None:
+    text = doc.read_text()
+    if start not in text or end not in text:
+        raise BenchError(f"{doc} has no {start} ... {end} section to fill")
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    doc.write_text(pattern.sub(lambda _: f"{start}\n{body}{end}", text))
+
+
+def peers_table(records: list[dict[str, Any]], versions: dict[str, str] | None = None) -> str:
+    """Clipper's ``sum`` and each peer: saturation and concurrency 1, against nginx and Clipper."""
+    versions = versions or {}
+    rec = _by_name(records)
+    lines = ["| system | saturation qps | x nginx | Clipper / it | c1 p50 ms | x nginx | "
+             "it / Clipper | note |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    names = list(dict.fromkeys(r["scenario"].split("/")[0] for r in records))
+    for name in names:
+        if "error" in rec.get(name, {}):
+            said = [line.strip() for line in rec[name]["error"].splitlines() if line.strip()]
+            why = said[0][:120] + (f" ... {said[-1][:160]}" if len(said) > 1 else "")
+            lines.append(f"| {name} | - | - | - | - | - | - | cannot run here: "
+                         f"{why.replace('|', '/')} |")
+            continue
+        sat, c1 = rec.get(f"{name}/saturation"), rec.get(f"{name}/c1")
+        if not sat or not c1:
+            continue
+        system = name.removeprefix("peer-")
+        label = f"{system} ({versions[system]})" if system in versions else system
+        mine = "-" if name == "clipper" else _fmt(sat.get("clipper_ratio_qps"))
+        theirs = "-" if name == "clipper" else _fmt(
+            1 / c1["clipper_ratio_p50"] if c1.get("clipper_ratio_p50") else None)
+        note = f"{sat['connections']} connections; errors {sat['errors']}"
+        lines.append(f"| {label} | {_fmt(sat['qps'], 0)} | {_fmt(sat['ratio_qps'])} | {mine} | "
+                     f"{_fmt(c1['p50_ms'], 3)} | {_fmt(c1['ratio_p50'])} | {theirs} | {note} |")
+    return "\n".join(lines)
+
+
+def render_peers_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Replace the peers section of ``doc`` (between the bench:peers markers)."""
+    versions = meta.get("versions", {})
+    body = (f"Run of {meta['date']} ({meta['mode']}, commit {meta['commit']}); "
+            f"layout: {meta['layout']}; load average (1/5/15 min) at start "
+            f"{_loads(meta['load_average_at_start'])}, at end {_loads(meta['load_average_at_end'])}."
+            f"\n\n{peers_table(records, versions)}\n\n"
+            f"All load runs (`bench/results/peers.json`):\n\n{figures_table(records)}\n\n"
+            "![latency against offered load](../bench/results/peers.png)\n")
+    _replace_section(doc, PEERS_START, PEERS_END, body)
 
 
 def plot(path: Path, records: list[dict[str, Any]], title: str) -> None:

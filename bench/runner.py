@@ -160,7 +160,7 @@ class Runner:
         same measurement of the reference (same bodies; under :data:`BODY_PREFIX` when the
         reference is ``nginx-body``), at the same offered rates for the open loop.
         """
-        path = f"/{scenario.app}/predict"
+        path = scenario.path
         targets = [Target(port, path)]
         if ref_port is not None:
             prefix = BODY_PREFIX if scenario.reference == "nginx-body" else ""

@@ -103,7 +103,8 @@ class Scenario:
 
     ``reference`` is another scenario's name, or ``"nginx"`` (which answers without reading a
     body this small) or ``"nginx-body"`` (which reads the whole body before it answers, for the
-    large inputs). ``body`` is the request's template (see :data:`N_DIGITS`).
+    large inputs). ``body`` is the request's template (see :data:`N_DIGITS`), ``path`` where it
+    is POSTed (``/<app>/predict`` unless given: a peer's own route).
     """
 
     name: str
@@ -111,6 +112,8 @@ class Scenario:
     distinct: bool = True
     reference: str = "nginx"
     body: str = BODY_TEMPLATE
+    path: str = attrs.field(default=attrs.Factory(lambda s: f"/{s.app}/predict",
+                                                  takes_self=True))
 
     @property
     def body_bytes(self) -> int:

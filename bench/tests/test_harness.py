@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bench.loadgen import ResponseParser, body_maker, run_open_loop, schedule
-from bench.report import targets
+from bench.report import peers_table, targets
 from bench.workloads import N_DIGITS, scenarios
 from bench.wrk import lua_script, parse_wrk_output
 from clipper_core.exceptions import ValidationError
@@ -147,3 +147,19 @@ def test_large_bodies_have_the_announced_size_and_decode():
     body = body_maker(blob.body, distinct=True, base=10 ** (N_DIGITS - 1))(7)
     assert len(body) == blob.body_bytes
     assert len(base64.b64decode(json.loads(body)["input"], validate=True)) == 150 * 1024 + 9
+
+
+def test_peers_table_states_ratios_and_why_a_peer_did_not_run():
+    def rec(name, kind, qps, p50, **extra):
+        return {"scenario": f"{name}/{kind}", "qps": qps, "p50_ms": p50, "ratio_qps": qps / 1000,
+                "ratio_p50": p50 / 0.1, "connections": 64, "errors": 0, **extra}
+
+    recs = [rec("clipper", "saturation", 400, 1.0), rec("clipper", "c1", 50, 0.2),
+            rec("peer-x", "saturation", 200, 2.0, clipper_ratio_qps=2.0),
+            rec("peer-x", "c1", 25, 0.8, clipper_ratio_p50=0.25),
+            {"scenario": "peer-y", "error": "y exited with 1; its log ends:\nBoom"}]
+    table = peers_table(recs, {"x": "9.9"}).splitlines()
+    assert table[2].startswith("| clipper | 400 | 0.40 | - | 0.200 | 2.00 | - |")
+    assert table[3].startswith("| x (9.9) | 200 | 0.20 | 2.00 | 0.800 | 8.00 | 4.00 |")
+    assert table[4] == ("| peer-y | - | - | - | - | - | - | cannot run here: y exited with 1; "
+                        "its log ends: ... Boom |")
