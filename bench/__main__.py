@@ -18,6 +18,7 @@ import attrs
 
 from bench import BenchError
 from bench.cluster import Cluster
+from bench.floor import profile_floor, py_spy
 from bench.many import measure_many
 from bench.peers import measure_peers
 from bench.reference import Nginx
@@ -106,12 +107,12 @@ def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float]]:
 
 def _profile(cluster: Cluster, runner: Runner, out: Path) -> dict[str, Any]:
     """py-spy's collapsed stacks of the server process under a saturating ``sum`` load."""
-    pid = cluster.server_pid()
-    if shutil.which("py-spy") is None or pid is None:
+    pid, spy_exe = cluster.server_pid(), py_spy()
+    if spy_exe is None or pid is None:
         raise BenchError("--profile needs py-spy (pip install py-spy) and a running server")
     out.mkdir(parents=True, exist_ok=True)
     target = out / "profile-sum.txt"
-    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--gil",
+    spy = subprocess.Popen([spy_exe, "record", "--pid", str(pid), "--rate", "250", "--gil",
                             "--duration", str(int(runner.settings.duration)), "--format", "raw",
                             "-o", str(target)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -148,13 +149,13 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
             many = not only or "many" in only
             rest = [name for name in only or () if name != "many"]
             chosen = scenarios([d.app for d in deps], rest) if rest or not only else []
-            apps = {s.app for s in chosen} | ({"sum"} if many else set())  # many queries sum
+            apps = {s.app for s in chosen} | ({"sum"} if many or profile else set())
             deps = [d for d in deps if d.app in apps]
             for dep in deps:
                 cluster.deploy(dep)
             for scenario in chosen:
                 cluster.wait_ready(scenario.app, scenario.body)
-            if many:
+            if many or profile:  # both query sum
                 cluster.wait_ready("sum")
             log.info("cluster up, %d applications deployed in %.1f s", len(deps),
                      time.monotonic() - started)
@@ -169,11 +170,12 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
             if many:  # last: its registrations stay on the cluster
                 recs += measure_many(cluster, runner, ngx.port)
             if profile:
-                try:
-                    meta["profile"] = _profile(cluster, runner, out)
-                except BenchError as exc:  # the measurements stand without the profile
-                    log.error("profile: %s", exc)
-                    meta["profile"] = {"error": str(exc)}
+                for key, measure in (("profile", _profile), ("floor", profile_floor)):
+                    try:
+                        meta[key] = measure(cluster, runner, out)
+                    except BenchError as exc:  # the measurements stand without the profile
+                        log.error("%s: %s", key, exc)
+                        meta[key] = {"error": str(exc)}
     lags = [m.open[r].send_lag_p99_ms for m in measured.values() for r in m.open]
     meta["generator_send_lag_p99_ms_max"] = max(lags) if lags else None
     meta["load_average_at_end"] = os.getloadavg()
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "performance.md",
                         help="document whose figures section is rewritten ('' for none)")
     parser.add_argument("--profile", action="store_true",
-                        help="also record a py-spy flame graph of the server under sum load")
+                        help="also profile the server under sum load (py-spy) and break a lone "
+                             "sum query down by stage (the latency floor)")
     parser.add_argument("--peers", action="store_true",
                         help="measure feature_sum on Ray Serve, BentoML, LitServe and Triton "
                              "beside Clipper's sum instead (writes peers.json)")

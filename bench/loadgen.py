@@ -68,7 +68,8 @@ def request_bytes(host: str, port: int, path: str, body: bytes) -> bytes:
 
 
 class ResponseParser:
-    """Splits a byte stream of HTTP/1.1 responses (``Content-Length`` framed) into responses.
+    """Splits a byte stream of HTTP/1.1 responses (``Content-Length`` or chunked framing) into
+    responses.
 
     :meth:`feed` returns ``(status, is_default)`` for each response completed by the new data.
     """
@@ -87,18 +88,43 @@ class ResponseParser:
                 break
             head = buf[:head_end].lower()
             at = head.find(b"\r\ncontent-length:")
-            if at < 0:
-                raise ValidationError("response without Content-Length: this generator reads only "
-                                 f"Content-Length framed responses, got {head[:200]!r}")
-            line_end = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17:line_end if line_end >= 0 else len(head)])
-            end = head_end + 4 + length
-            if len(buf) < end:
-                break
-            done.append((int(buf[9:12]), DEFAULT_MARKER in buf[head_end + 4:end]))
+            if at >= 0:
+                line_end = head.find(b"\r\n", at + 2)
+                end = head_end + 4 + int(head[at + 17:line_end if line_end >= 0 else len(head)])
+                if len(buf) < end:
+                    break
+                body = buf[head_end + 4:end]
+            elif b"\r\ntransfer-encoding: chunked" in head:
+                framed = _chunked_body(buf, head_end + 4)
+                if framed is None:
+                    break
+                body, end = framed
+            else:
+                raise ValidationError("response with neither Content-Length nor chunked "
+                                      f"Transfer-Encoding: {head[:200]!r}")
+            done.append((int(buf[9:12]), DEFAULT_MARKER in body))
             buf = buf[end:]
         self._buf = buf
         return done
+
+
+def _chunked_body(buf: bytes, pos: int) -> tuple[bytes, int] | None:
+    """The body of a chunked response starting at ``pos`` and where the response ends, or None
+    while it is incomplete (trailers are not expected)."""
+    parts = []
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size = int(buf[pos:line_end].split(b";", 1)[0], 16)
+        if size == 0:
+            if len(buf) < line_end + 4:
+                return None
+            return b"".join(parts), line_end + 4
+        if len(buf) < line_end + 2 + size + 2:
+            return None
+        parts.append(buf[line_end + 2:line_end + 2 + size])
+        pos = line_end + 2 + size + 2
 
 
 @attrs.frozen

@@ -135,23 +135,29 @@ class PeerServer:
         text = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, warm: int = 100) -> None:
+        """Return after ``warm`` answers in a row (some peers are slow for their first ones)."""
         url = f"http://127.0.0.1:{self.port}{self.peer.path}"
         body = self.peer.body.replace("{n}", "1" * N_DIGITS)
         deadline = time.monotonic() + timeout
-        last = "no answer"
+        last, answered = "no answer", 0
+        session = requests.Session()
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise BenchError(f"{self.peer.name} exited with {self._proc.returncode}; "
                                  f"its log ends:\n{self.log_tail()}")
             try:
-                resp = requests.post(url, data=body, timeout=5,
-                                     headers={"Content-Type": "application/json"})
+                resp = session.post(url, data=body, timeout=5,
+                                    headers={"Content-Type": "application/json"})
                 if resp.status_code == 200 and "output" in resp.text:
-                    return
+                    answered += 1
+                    if answered == warm:
+                        return
+                    continue
                 last = f"{resp.status_code} {resp.text[:200]}"
             except requests.RequestException as exc:
                 last = str(exc)[:200]
+            answered = 0
             time.sleep(0.5)
         raise BenchError(f"{self.peer.name} did not answer within {timeout:g} s (last: {last}); "
                          f"its log ends:\n{self.log_tail()}")

@@ -131,9 +131,24 @@ def render_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) 
             f"Targets (issues 6 and 15):\n\n{targets_table(targets(records))}\n\n"
             f"All load runs (`bench/results/latest.json`):\n\n{figures_table(records)}\n\n"
             + (f"Single figures:\n\n{single_figures_table(records)}\n\n"
-               if any("value" in r for r in records) else "") +
+               if any("value" in r for r in records) else "")
+            + (f"{floor_table(meta['floor'])}\n\n" if "p50_ms" in meta.get("floor", {}) else "") +
             "![latency against offered load](../bench/results/latest.png)\n")
     _replace_section(doc, DOCS_START, DOCS_END, body)
+
+
+def floor_table(floor: dict[str, Any]) -> str:
+    """The lone query's time by stage (``bench.floor``), in µs per query."""
+    lines = [f"The latency floor (`--profile`): a lone `sum` query, {floor['queries']:,} "
+             f"queries at concurrency 1, p50 {floor['p50_ms']:.3f} ms, mean "
+             f"{floor['mean_us']:,.0f} µs, sampled at {floor['rate_hz']} Hz:", "",
+             "| process | stage | µs per query |", "|---|---|---:|"]
+    for process in ("server", "replica"):
+        lines += [f"| {process} | {stage} | {us:,.1f} |"
+                  for stage, us in floor[f"{process}_us"].items()]
+    lines.append(f"| neither | in transit (kernel, ZeroMQ I/O threads, wake-ups, client) | "
+                 f"{floor['in_transit_us']:,.1f} |")
+    return "\n".join(lines)
 
 
 def _replace_section(doc: Path, start: str, end: str, body: str) -> None:

@@ -57,9 +57,14 @@ def test_parser_joins_split_responses_and_flags_defaults():
     assert parser.feed(stream[60:]) == [(200, False), (200, True), (503, False)]
 
 
-def test_parser_refuses_responses_without_content_length():
+def test_parser_reads_chunked_responses_and_refuses_unframed_ones():
+    chunked = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+               b"5\r\n{\"def\r\n11\r\nault\":true,\"x\":1}\r\n0\r\n\r\n")
+    parser = ResponseParser()
+    assert parser.feed(chunked[:50]) == []
+    assert parser.feed(chunked[50:] + response(200, OK)) == [(200, True), (200, False)]
     with pytest.raises(ValidationError, match="Content-Length"):
-        ResponseParser().feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        ResponseParser().feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
 
 
 def test_wrk_output_is_read_from_the_scripts_line():
