@@ -8,6 +8,7 @@ to the container manager (:class:`~clipper_core.backends.api.ContainerManager`).
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ import requests
 
 from clipper_core.backends.api import ClusterAdapter, ContainerManager
 from clipper_core.config import DEFAULT_CACHE_SIZE
+from clipper_core.deployers.api import load_pickle
 from clipper_core.exceptions import ClipperException, UnconnectedException
 from clipper_core.types import (
     ADAPTIVE_BATCH_SIZE,
@@ -415,7 +417,7 @@ class ClipperConnection:
             data = [_decode_input(x, itype) for x in inputs]
         except (TypeError, ValueError):
             return "Invalid input type"
-        reloaded = cloudpickle.loads(cloudpickle.dumps(func))
+        reloaded = load_pickle(io.BytesIO(cloudpickle.dumps(func)))
         return reloaded(data)
 
 

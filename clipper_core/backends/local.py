@@ -19,6 +19,7 @@ Python process that started them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -27,9 +28,13 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from clipper_core.backends.api import ClusterAdapter, ContainerManager
 from clipper_core.config import ClusterConfig, clipper_home
@@ -49,6 +54,41 @@ STOP_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 8.0
 #: A replica that ran this long before dying restarts without delay accumulated before.
 HEALTHY_RUN_S = 10.0
+
+
+#: File in a model venv's site-packages that adds the runtime's site directories.
+RUNTIME_PTH = "clipper-runtime.pth"
+
+
+def runtime_distributions() -> list[str]:
+    """What a replica imports: clipper-core, the installed clipper plugins, and their
+    requirements, recursively (from their metadata, markers evaluated here)."""
+    plugins = {ep.dist.name for ep in importlib.metadata.entry_points(group="clipper")
+               if ep.dist is not None}
+    todo, found = ["clipper-core", *sorted(plugins)], {}
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in found:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an unmet requirement: the replica's import error will name it
+        found[name] = dist
+        for line in dist.requires or ():
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return sorted(found)
+
+
+def runtime_site_dirs() -> list[Path]:
+    """The site directories this interpreter loads :func:`runtime_distributions` from, in
+    ``sys.path`` order: exactly what a model venv must see of the cluster's environment."""
+    dirs = {Path(importlib.metadata.distribution(name).locate_file("")).resolve()
+            for name in runtime_distributions()}
+    order = {Path(entry).resolve(): i for i, entry in reversed(list(enumerate(sys.path)))}
+    return sorted(dirs, key=lambda d: (order.get(d, len(order)), str(d)))
 
 
 def process_alive(pid: int, marker: str) -> bool:
@@ -369,8 +409,18 @@ class LocalContainerManager(ContainerManager):
         return str(target)
 
     def _install_packages(self, venv: Path, packages: list[str]) -> None:
+        """A venv that sees the runtime's site directories (never the base interpreter's
+        site-packages, which ``--system-site-packages`` would expose), plus ``packages``."""
         self.logger.info("Creating virtual environment %s", venv)
-        self._run_logged([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
+        self._run_logged([sys.executable, "-m", "venv", str(venv)])
+        site_packages = Path(sysconfig.get_path("purelib", "venv", {"base": str(venv),
+                                                                    "platbase": str(venv)}))
+        dirs = runtime_site_dirs()
+        self.logger.info("The venv sees the runtime's distributions from %s",
+                         ", ".join(map(str, dirs)))
+        # site.addsitedir also runs the .pth files there (editable installs use them).
+        (site_packages / RUNTIME_PTH).write_text("".join(
+            f"import site; site.addsitedir({str(d)!r})\n" for d in dirs))
         self.logger.info("Installing %s", " ".join(packages))
         self._run_logged([str(venv / "bin" / "python"), "-m", "pip", "install",
                           "--progress-bar", "off", "--disable-pip-version-check", *packages])

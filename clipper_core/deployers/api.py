@@ -15,9 +15,11 @@ a predict callable inside the replica (:meth:`Deployer.load`). :func:`deploy` an
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import json
+import pickle
 import shutil
 import sys
 import tempfile
@@ -28,7 +30,7 @@ from importlib.machinery import PathFinder
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import attrs
 import cloudpickle
@@ -96,7 +98,51 @@ class Bundle:
         if modules.is_dir() and str(modules) not in sys.path:
             sys.path.insert(0, str(modules))
         with (self.path / FUNC_FILE).open("rb") as f:
-            return cloudpickle.load(f)
+            return load_pickle(f)
+
+
+#: cloudpickle's constructors of what it pickles by value and tracks by id: loaded in the
+#: process that pickled them, they refill the live class with the pickled copy of its methods.
+_TRACKED_CONSTRUCTORS = frozenset({"_make_skeleton_class", "_make_skeleton_enum",
+                                   "_make_typevar"})
+
+
+class _DetachedUnpickler(pickle.Unpickler):
+    """Rebuilds classes pickled by value as classes of their own, whatever this process has."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name)
+        if module.partition(".")[0] == "cloudpickle" and name in _TRACKED_CONSTRUCTORS:
+            return _detached(found)
+        return found
+
+
+def _detached(make: Callable[..., Any]) -> Callable[..., Any]:
+    """``make`` with the tracker id moved to a namespace of its own (one copy per class)."""
+    signature = inspect.signature(make)
+    if "class_tracker_id" not in signature.parameters:
+        return make
+
+    @functools.wraps(make)
+    def build(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        tracker_id = bound.arguments.get("class_tracker_id")
+        if tracker_id is not None:
+            bound.arguments["class_tracker_id"] = f"clipper-load-{tracker_id}"
+        return make(*bound.args, **bound.kwargs)
+
+    return build
+
+
+def load_pickle(file: BinaryIO) -> Any:
+    """Load a cloudpickle as a fresh replica would, even in the process that wrote it.
+
+    cloudpickle, loading a class pickled by value in the process that defined it, refills the
+    live class with the pickled methods (cloudpickle 3.1.3 and later also rename their source
+    file to ``<dynamic-code>``, so ``inspect.getsource`` and ``torch.jit.script`` fail on it
+    afterwards). Here such a class is loaded as a copy and the live one is left alone.
+    """
+    return _DetachedUnpickler(file).load()
 
 
 def _installed(module: ModuleType, distributions: Mapping[str, Any]) -> bool:

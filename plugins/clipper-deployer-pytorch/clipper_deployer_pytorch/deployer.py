@@ -25,6 +25,7 @@ from clipper_core.deployers.api import (
     Bundle,
     Deployer,
     Predictor,
+    load_pickle,
     pickled_by_value,
     same_as_installed,
 )
@@ -92,7 +93,7 @@ class PyTorchDeployer(Deployer):
             model = torch.jit.load(str(bundle.path / SCRIPT_FILE), map_location="cpu")
         else:
             with (bundle.path / MODEL_FILE).open("rb") as f:
-                model = cloudpickle.load(f)
+                model = load_pickle(f)
             weights = torch.load(bundle.path / WEIGHTS_FILE, map_location="cpu",
                                  weights_only=True)
             model.load_state_dict(weights)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import base64
+import importlib.metadata
+import json
+import site
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -11,6 +16,7 @@ import requests
 
 from clipper_admin import ClipperConnection, ClipperException, UnconnectedException
 from clipper_admin.deployers import python as python_deployer
+from clipper_core.backends.local import runtime_distributions, runtime_site_dirs
 
 
 def feature_sum(xs):
@@ -269,3 +275,42 @@ def test_pkgs_to_install_go_into_the_models_venv(conn, helpers, tmp_path):
     assert helpers.wait_for_prediction(conn, "pkg-model", {"input": [1.0]})["output"] == 42
     with pytest.raises(ModuleNotFoundError):
         import h3probe  # noqa: F401  (only the model's venv has it)
+
+
+#: Run by a model venv's python: its sys.path and where each named distribution comes from.
+_ENVIRONMENT_PROBE = """
+import importlib.metadata, json, sys
+import clipper_core.runtime, h3probe
+names = json.loads(sys.argv[1])
+print(json.dumps({"path": sys.path, "dists": {
+    n: str(importlib.metadata.distribution(n).locate_file("")) for n in names}}))
+"""
+
+
+def test_a_models_venv_sees_the_runtime_environment_not_the_base_interpreter(conn, tmp_path):
+    """The venv of pkgs_to_install takes clipper-core's requirements (from its metadata) from
+    where this interpreter takes them, and never sees the base interpreter's site-packages
+    (which, on a fresh machine, hold none of them)."""
+    (tmp_path / "bundle").mkdir()
+    model_dir = Path(conn.cm.build_model("venv-probe", "1", str(tmp_path / "bundle"), "default",
+                                         pkgs_to_install=[str(_write_wheel(tmp_path))]))
+    names = runtime_distributions()
+    assert {"clipper-core", "pyzmq", "numpy", "cloudpickle"} <= set(names)
+    proc = subprocess.run([str(model_dir / ".venv" / "bin" / "python"), "-c", _ENVIRONMENT_PROBE,
+                           json.dumps(names)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+
+    def where(path: str) -> Path:
+        return Path(path).resolve()
+
+    venv = where(str(model_dir / ".venv"))
+    here = {n: where(str(importlib.metadata.distribution(n).locate_file(""))) for n in names}
+    there = {n: where(p) for n, p in seen["dists"].items()}
+    # pip's own (setuptools) may come with the venv; everything else comes from here.
+    outside = {n for n, p in there.items() if not p.is_relative_to(venv)}
+    assert set(names) - outside <= {"pip", "setuptools"}
+    assert {n: there[n] for n in outside} == {n: here[n] for n in outside}
+    base_site = {where(p) for p in site.getsitepackages([sys.base_prefix])}
+    leaked = (base_site - set(runtime_site_dirs())) & {where(p) for p in seen["path"] if p}
+    assert not leaked, f"the model venv sees the base interpreter's site-packages {leaked}"

@@ -1,3 +1,4 @@
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,31 @@ def test_function_from_a_local_module_travels_by_value(tmp_path, monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, check=True)
     assert out.stdout.strip() == "['6.0']"
+
+
+class ScaledSum:
+    """Defined in this test module, which no replica can import: it travels by value."""
+
+    def __init__(self) -> None:
+        self.scale = 3.0
+
+    def __call__(self, xs):
+        return [str(self.scale * sum(x)) for x in xs]
+
+
+def test_loading_in_the_writing_process_leaves_its_classes_alone(tmp_path):
+    """A class pickled by value and loaded back here is a copy; the live class keeps its own
+    methods and their source (cloudpickle alone would refill it with the pickled ones)."""
+    model = ScaledSum()
+    init = ScaledSum.__init__
+    bundle = write_bundle(PythonDeployer(), tmp_path / "bundle", "doubles",
+                          lambda xs: model(xs))
+    loaded = Bundle.read(bundle.path).load_function()
+    assert loaded([[1.0, 2.0]]) == ["9.0"]
+    assert ScaledSum.__init__ is init
+    assert "self.scale = 3.0" in inspect.getsource(ScaledSum.__init__)
+    copy = loaded.__closure__[0].cell_contents
+    assert type(copy) is not ScaledSum and type(copy).__qualname__ == "ScaledSum"
 
 
 def test_bundle_records_what_the_replica_needs(tmp_path):
