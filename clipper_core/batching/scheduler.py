@@ -7,9 +7,13 @@
   that arrive together are batched together. A replica pulls its next batch as soon as it
   answers (at most one batch in flight per replica).
 * Expired queries are dropped before a batch is formed (their SLO timer answers them).
+* The scheduler owns the prediction cache: :meth:`Scheduler.submit_request` answers what
+  the cache holds and queues the rest; answers fill it even when every waiter has already been
+  answered with the default output; error replies are never cached.
 * Identical in-flight queries (same cache key) share one task: the model sees the input once
-  and every waiter gets the answer. Answers fill the cache even when every waiter has already
-  been answered with the default output; error replies are never cached.
+  and every waiter gets the answer.
+* The RPC router hands replica events straight to the scheduler (:meth:`add_replica`,
+  :meth:`remove_replica`, :meth:`on_response`, :meth:`on_error`).
 * A replica that disappears hands its in-flight batch back to its queue (another replica of the
   version takes it); with no replica left, the queued queries get the default output at once.
 """
@@ -95,6 +99,7 @@ class VersionQueue:
         "num_predictions",
         "replicas",
         "throughput",
+        "type_code",
         "version",
         "wait_handle",
         "waited",
@@ -105,6 +110,7 @@ class VersionQueue:
         self.model = model
         self.version = version
         self.input_type = input_type
+        self.type_code = int(input_type)
         self.batch_size = batch_size
         self.heap: list[tuple[float, int, Task]] = []
         self.replicas: list[ReplicaSlot] = []
@@ -157,6 +163,8 @@ class Scheduler:
         self.throughput = metrics.meter("internal:aggregate_model_throughput")
         self.queueing_delay = metrics.histogram("internal:rpc_request_queueing_delay",
                                                 sample_size=2056)
+        self.cache_lookups = metrics.counter("internal:prediction_cache_lookups")
+        self.cache_hits = metrics.ratio("internal:prediction_cache_hit_ratio")
         metrics.gauge("internal:num_replicas",
                       lambda: sum(len(q.replicas) for q in self.queues.values()))
 
@@ -178,6 +186,28 @@ class Scheduler:
             if pending.get(expired.key) is expired:
                 del pending[expired.key]
 
+    def submit_request(self, queue: VersionQueue, inputs: Sequence[bytes], deadline: float,
+                       now: float, waiter: Waiter) -> None:
+        """Answer a request's queries from the cache, queue the others, send what idle
+        replicas can take now (so a request's queries leave as one batch, at once)."""
+        model, version, type_code = queue.model, queue.version, queue.type_code
+        cache_get = self.cache.get
+        hits = 0
+        for index, data in enumerate(inputs):
+            key = (model, version, type_code, data)
+            fragment = cache_get(key)
+            if fragment is not None:
+                hits += 1
+                waiter.resolve(index, fragment, None)
+            else:
+                self.submit(queue, key, data, deadline, now, waiter, index)
+        if self._dirty:
+            self._dispatch_dirty()
+        n = len(inputs)
+        self.cache_lookups.count += n
+        self.cache_hits.increment(hits, n)
+        queue.cache_ratio.increment(hits, n)
+
     def submit(self, queue: VersionQueue, key: Hashable, data: bytes, deadline: float,
                now: float, waiter: Waiter, index: int) -> None:
         """Queue one query (or join the identical one already in flight)."""
@@ -197,15 +227,6 @@ class Scheduler:
         dirty, self._dirty = self._dirty, set()
         for queue in dirty:
             self._dispatch(queue)
-
-    def flush(self) -> None:
-        """Send what idle replicas can take now, instead of on the next loop iteration.
-
-        The frontend calls it once a request's queries are all submitted, so they leave as one
-        batch and a lone query does not wait for another turn of the event loop.
-        """
-        if self._dirty:
-            self._dispatch_dirty()
 
     def _dispatch(self, queue: VersionQueue) -> None:
         heap = queue.heap

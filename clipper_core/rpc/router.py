@@ -36,12 +36,14 @@ _CHECK_INTERVAL_S = 0.25
 
 
 class Listener(Protocol):
-    """What the router tells about replicas (implemented by the scheduler's owner)."""
+    """Who serves the replicas (the scheduler): told of every replica event directly."""
 
-    def replica_connected(self, session: Session) -> None: ...
-    def replica_lost(self, session: Session) -> None: ...
-    def response(self, session: Session, msg_id: int, outputs: Sequence[bytes]) -> None: ...
-    def error(self, session: Session, msg_id: int, message: str) -> None: ...
+    def add_replica(self, session: Session, replica: Replica) -> Any:
+        """A replica registered; returns the listener's per-replica state (``session.slot``)."""
+
+    def remove_replica(self, slot: Any) -> None: ...
+    def on_response(self, slot: Any, msg_id: int, outputs: Sequence[bytes]) -> None: ...
+    def on_error(self, slot: Any, msg_id: int, message: str) -> None: ...
 
 
 class Session:
@@ -55,7 +57,7 @@ class Session:
         self.timeout = timeout
         self.last_seen = time.monotonic()
         self.replica: Replica | None = None
-        #: Set by the listener (the scheduler's per-replica state).
+        #: The listener's per-replica state, once registered.
         self.slot: Any = None
 
 
@@ -63,13 +65,13 @@ class RpcRouter:
     """Binds the ROUTER socket, tracks sessions and sends prediction requests."""
 
     def __init__(self, host: str, port: int, store: StateStore, frontend_id: str,
-                 listener: Listener, executor: Executor, *, replica_timeout_s: float,
+                 executor: Executor, *, replica_timeout_s: float,
                  legacy_replica_timeout_s: float) -> None:
         self.host = "*" if host in ("0.0.0.0", "") else host
         self.requested_port = port
         self.store = store
         self.frontend_id = frontend_id
-        self.listener = listener
+        self.listener: Listener  # set by start()
         self.executor = executor
         self.replica_timeout_s = replica_timeout_s
         self.legacy_replica_timeout_s = legacy_replica_timeout_s
@@ -84,7 +86,9 @@ class RpcRouter:
         self.port = 0
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, listener: Listener) -> None:
+        """Bind the socket and hand every replica event to ``listener`` from now on."""
+        self.listener = listener
         self._loop = asyncio.get_running_loop()
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
@@ -170,7 +174,7 @@ class RpcRouter:
         if msg_type == p.MSG_CONTAINER_CONTENT:
             if session is not None and session.slot is not None:
                 msg_id, outputs = p.parse_response(rest, session.rpc_version)
-                self.listener.response(session, msg_id, outputs)
+                self.listener.on_response(session.slot, msg_id, outputs)
         elif msg_type == p.MSG_HEARTBEAT:
             if session is None:
                 reply = p.heartbeat_reply(p.RPC_VERSION_LEGACY, p.HEARTBEAT_REQUEST_METADATA)
@@ -182,7 +186,7 @@ class RpcRouter:
         elif msg_type == p.MSG_ERROR:
             if session is not None and session.slot is not None:
                 msg_id, message = p.parse_error(rest)
-                self.listener.error(session, msg_id, message)
+                self.listener.on_error(session.slot, msg_id, message)
         elif msg_type == p.MSG_GOODBYE:
             if session is not None:
                 self._drop(session, "said goodbye")
@@ -215,7 +219,7 @@ class RpcRouter:
             session.replica = replica
             session.last_seen = time.monotonic()
             self.sessions[session.identity] = session
-            self.listener.replica_connected(session)
+            session.slot = self.listener.add_replica(session, replica)
             log.info("replica %s:%s#%d connected (RPC v%d)", name, version, replica_id,
                      session.rpc_version)
             await loop.run_in_executor(self.executor, self.store.add_replica, replica)
@@ -229,7 +233,8 @@ class RpcRouter:
             return
         replica = session.replica
         log.info("replica %s dropped: %s", replica, why)
-        self.listener.replica_lost(session)
+        if session.slot is not None:
+            self.listener.remove_replica(session.slot)
         if replica is not None and self._loop is not None:
             self._loop.run_in_executor(self.executor, self._forget, replica)
 

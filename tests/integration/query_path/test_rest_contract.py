@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipper_core.frontend.query import PREDICT_SCHEMA, UPDATE_SCHEMA
+from clipper_core.frontend.codec import PREDICT_SCHEMA, UPDATE_SCHEMA
 
 Cluster = Any  # conftest.Cluster
 

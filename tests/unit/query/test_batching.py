@@ -185,17 +185,21 @@ def test_a_slow_cold_start_does_not_starve_the_replica() -> None:
     run(main())
 
 
-def test_flush_sends_a_requests_queries_as_one_batch_at_once() -> None:
+def test_a_requests_queries_leave_as_one_batch_at_once() -> None:
     async def main() -> None:
         h = Harness(asyncio.get_running_loop())
         h.replica("r1", batch_size=2)
+        h.cache.put(("m", "1", int(InputType.BYTES), b"hit"), b"<cached>")
         waiter = Waiter()
-        h.submit(b"a", waiter, 0)
-        h.submit(b"b", waiter, 1)
-        h.scheduler.flush()
+        now = h.loop.time()
+        queue = h.scheduler.queues[("m", "1")]
+        h.scheduler.submit_request(queue, [b"a", b"hit", b"b"], now + 10.0, now, waiter)
+        assert waiter.results == {1: (b"<cached>", None)}  # answered from the cache
         assert [s[2] for s in h.sent] == [[b"a", b"b"]]  # without waiting for the loop
         await asyncio.sleep(0)
         assert len(h.sent) == 1
+        ratio = h.scheduler.cache_hits
+        assert (ratio.numerator, ratio.denominator) == (1, 3)
     run(main())
 
 

@@ -66,7 +66,7 @@ def test_cached_fragments_do_not_keep_orjson_buffers() -> None:
     """A cached answer costs about its size, not the 4 KiB buffer orjson allocates."""
     import tracemalloc
 
-    from clipper_core.frontend.query import render_output
+    from clipper_core.frontend.codec import render_output
 
     tracemalloc.start()
     try:

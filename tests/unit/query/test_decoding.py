@@ -7,7 +7,7 @@ import struct
 import orjson
 import pytest
 
-from clipper_core.frontend.query import (
+from clipper_core.frontend.codec import (
     PREDICT_SCHEMA,
     JsonSemanticError,
     decoder_for,

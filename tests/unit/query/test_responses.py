@@ -6,7 +6,8 @@ import asyncio
 
 import orjson
 
-from clipper_core.frontend.query import SLO_EXPLANATION, AppRoute, Pending
+from clipper_core.frontend.query import SLO_EXPLANATION, Pending
+from clipper_core.frontend.routing import AppRoute
 from clipper_core.metrics import MetricsRegistry
 from clipper_core.types import Application, InputType
 
