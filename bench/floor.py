@@ -32,19 +32,19 @@ log = logging.getLogger("bench")
 #: ``(stage, (file or function fragments...))``: a frame ``function (file:line)`` belongs to the
 #: first stage with a fragment in it, looked for from the innermost frame outwards.
 SERVER_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("write", ("transport.write", "(write (", "_write_ready", "sendmsg", "send (")),
-    ("encode", ("render_response", "json_response", "_respond", "encode_output", "reply_body",
-                "orjson.dumps", "dumps (")),
+    ("write", ("Responder.send", "render_response", "transport.write")),
+    ("encode", ("Pending.resolve", "Pending.finish", "render_output", "default_part")),
     ("cache", ("cache/",)),
-    ("RPC send", ("send_predict", "predict_request", "send_multipart", "rpc/protocol.py")),
-    ("reply (RPC receive)", ("_drain (", "recv_multipart", "parse_response", "(response (",
-                             "_handle (clipper_core/rpc")),
+    ("RPC send", ("send_predict", "predict_request", "RpcRouter._send")),
+    ("RPC receive", ("RpcRouter._drain", "RpcRouter._handle", "parse_response",
+                     "parse_container_message")),
     ("queue", ("batching/",)),
-    ("decode", ("decoding.py", "decoder_for", "encode_doubles", "single (", "loads (")),
-    ("HTTP parse", ("frontend/http.py", "httptools", "data_received", "on_message_complete",
-                    "feed_data")),
+    ("decode", ("frontend/codec.py",)),
+    ("route", ("QueryFrontend._predict", "QueryFrontend._handle", "routing.py")),
+    ("HTTP parse", ("frontend/http.py",)),
     ("metrics", ("metrics.py",)),
-    ("event loop", ("asyncio", "uvloop", "run_forever", "_run_once", "<module>")),
+    ("store (other threads)", ("store/", "threading.py")),
+    ("event loop (C: epoll, httptools, socket I/O)", ("Runner.run", "uvloop", "asyncio")),
 )
 REPLICA_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("feature_sum", "deployers/")),
@@ -110,7 +110,7 @@ def profile_floor(cluster: Cluster, runner: Runner, out: Path, rate: int = 1000
         target = out / f"floor-{name}.txt"
         spies[name] = (target, subprocess.Popen(
             ["taskset", "-c", str(runner.settings.load_cpu), spy_exe, "record", "--pid",
-             str(pid), "--rate", str(rate), "--duration", str(duration + 1), "--format", "raw",
+             str(pid), "--rate", str(rate), "--duration", str(duration + 1), "--gil", "--format", "raw",
              "--nonblocking", "-o", str(target)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     time.sleep(1.0)
