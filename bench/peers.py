@@ -194,6 +194,17 @@ def _kill_leftovers(marker: str) -> None:
                 pass
 
 
+def _start(peer: Peer, venv: Path, workdir: Path) -> PeerServer:
+    """The running peer, started a second time if its first start fails (Ray's raylet must
+    register within a fixed 30 s, which a busy machine can miss)."""
+    try:
+        return PeerServer(peer, venv, workdir / "first").__enter__()
+    except BenchError as exc:
+        log.warning("peers: %s did not start (%s); trying again", peer.name,
+                    str(exc).splitlines()[0])
+    return PeerServer(peer, venv, workdir / "second").__enter__()
+
+
 def measure_peers(runner: Runner, nginx_port: int, workdir: Path, ours: Measured
                   ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Records of every peer against nginx, and each peer's version (or why it did not run).
@@ -208,9 +219,12 @@ def measure_peers(runner: Runner, nginx_port: int, workdir: Path, ours: Measured
         try:
             venv = ensure_venv(peer)
             versions[peer.name] = version_of(venv, peer.requirement)
-            with PeerServer(peer, venv, workdir / peer.name) as server:
+            server = _start(peer, venv, workdir / peer.name)
+            try:
                 log.info("peers: %s up on port %d", peer.name, server.port)
                 theirs, ref = runner.measure(server.port, scenario, nginx_port)
+            finally:
+                server.__exit__()
         except BenchError as exc:
             log.error("peers: %s cannot run here: %s", peer.name, exc)
             recs.append({"scenario": f"peer-{peer.name}", "error": str(exc)})

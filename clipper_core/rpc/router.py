@@ -25,6 +25,7 @@ import zmq
 
 from clipper_core.exceptions import ClipperError
 from clipper_core.rpc import protocol as p
+from clipper_core.rpc.transport import send_frames
 from clipper_core.store.api import StateStore
 from clipper_core.types import InputType, Replica
 
@@ -137,7 +138,7 @@ class RpcRouter:
         if sock is None:
             return
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(sock, frames)
         except zmq.ZMQError as exc:
             log.warning("could not send to replica %r: %s", frames[0], exc)
         if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:

@@ -25,6 +25,7 @@ import zmq
 
 from clipper_core.deployers.api import Predictor
 from clipper_core.rpc import protocol as rpc
+from clipper_core.rpc.transport import send_frames
 from clipper_core.runtime.codec import PredictionError, decode_inputs, encode_outputs
 from clipper_core.runtime.config import RuntimeConfig
 from clipper_core.types import InputType
@@ -274,7 +275,7 @@ class ModelRuntime:
 def _send(sock: zmq.Socket, frames: list[bytes]) -> None:
     """Send without blocking: with the frontend unreachable and the queue full, drop it."""
     try:
-        sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        send_frames(sock, frames)
     except zmq.Again:
         log.warning("Dropped a message: the query frontend is not reading (queue full)")
 
