@@ -12,7 +12,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "tests", "docker", "plugins", "mxnet"]
+nox.options.sessions = ["lint", "tests", "browser", "docker", "plugins", "mxnet"]
 
 ROOT = Path(__file__).parent
 #: Plugins tested by the ``plugins`` session, with what each needs installed first.
@@ -37,7 +37,20 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Core unit and integration tests on the embedded default (no Docker)."""
     session.install("-e", ".[test]")
-    session.run(*PYTEST, "tests", "bench/tests", "-m", "not docker", *session.posargs)
+    session.run(*PYTEST, "tests", "bench/tests", "-m", "not docker and not browser",
+                *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The dashboard in Debian's headless chromium (installed with apt if missing).
+
+    ``CLIPPER_SCREENSHOT_DIR=docs/images nox -s browser`` refreshes the docs' screenshots.
+    """
+    session.run("bash", "-c", "command -v chromium >/dev/null || "
+                "{ apt-get update -q && apt-get install -y -q chromium; }", external=True)
+    session.install("-e", ".[test]", "playwright")
+    session.run(*PYTEST, "tests", "-m", "browser", *session.posargs)
 
 
 @nox.session

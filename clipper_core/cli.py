@@ -240,6 +240,9 @@ def _addresses(conn: ClipperConnection) -> dict[str, Any]:
     info = {"cluster": cm.cluster_name, "backend": cm.name,
             "query_api": f"http://{cm.get_query_addr()}",
             "management_api": f"http://{cm.get_admin_addr()}"}
+    # Elsewhere the management process does not know the query frontend's published port.
+    query = "" if isinstance(cm, LocalContainerManager) else f"?query={info['query_api']}"
+    info["dashboard"] = f"{info['management_api']}/dashboard{query}"
     if isinstance(cm, LocalContainerManager):
         info["cluster_dir"] = str(cm.cluster_dir)
     return info
@@ -253,7 +256,8 @@ def _print_addresses(args: argparse.Namespace, conn: ClipperConnection) -> None:
 def _addresses_text(info: dict[str, Any]) -> str:
     lines = [f"Cluster {info['cluster']} is running ({info['backend']} backend)",
              f"  query API:       {info['query_api']}",
-             f"  management API:  {info['management_api']}"]
+             f"  management API:  {info['management_api']}",
+             f"  dashboard:       {info['dashboard']}"]
     if "cluster_dir" in info:
         lines.append(f"  cluster dir:     {info['cluster_dir']}")
     return "\n".join(lines)

@@ -14,12 +14,16 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from clipper_core.config import ClusterConfig
 from clipper_core.exceptions import ClipperError
+
+if TYPE_CHECKING:
+    from clipper_core.frontend.management import Scaler
 
 log = logging.getLogger("clipper.server")
 
@@ -27,8 +31,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)-8s [%(name)s] %(message)s"
 LOG_DATEFMT = "%y-%m-%d:%H:%M:%S"
 
 
-async def serve(config: ClusterConfig, stop: asyncio.Event) -> None:
-    """Run the configured frontends until ``stop`` is set, then shut them down in order."""
+async def serve(config: ClusterConfig, stop: asyncio.Event,
+                scale: Scaler | None = None) -> None:
+    """Run the configured frontends until ``stop`` is set, then shut them down in order.
+
+    ``scale`` lets the management API start and stop replicas (its ``set_num_replicas`` route).
+    """
     from clipper_core.store import open_store
 
     store = open_store(config.store_url)
@@ -37,7 +45,7 @@ async def serve(config: ClusterConfig, stop: asyncio.Event) -> None:
         if "management" in config.roles:
             from clipper_core.frontend.management import ManagementFrontend
 
-            frontends.append(ManagementFrontend(config, store))
+            frontends.append(ManagementFrontend(config, store, scale))
         if "query" in config.roles:
             from clipper_core.frontend.query import QueryFrontend
 
@@ -70,12 +78,23 @@ def _log_ready(config: ClusterConfig, frontends: list[Any]) -> None:
              config.store_url)
 
 
-async def _main(config: ClusterConfig) -> None:
+def local_scaler(config: ClusterConfig, cluster_dir: Path) -> Scaler:
+    """The embedded default's replica scaling, for the server process of ``cluster_dir``."""
+    from clipper_core.backends.local import LocalContainerManager
+
+    manager = LocalContainerManager(
+        cluster_name=config.cluster_name, clipper_query_port=config.query_port,
+        clipper_management_port=config.management_port, clipper_rpc_port=config.rpc_port,
+        cluster_dir=cluster_dir)
+    return manager.set_num_replicas
+
+
+async def _main(config: ClusterConfig, scale: Scaler | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop)
+    await serve(config, stop, scale)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ClipperError) as exc:
         log.error("Cannot read the configuration: %s", exc)
         return 2
+    # --config is the local backend's cluster.json: this process may run the cluster's replicas.
+    scale = None if args.from_env else local_scaler(config, Path(args.config).absolute().parent)
     try:
-        uvloop.run(_main(config))
+        uvloop.run(_main(config, scale))
     except (OSError, ClipperError) as exc:
         log.error("Cluster %s cannot start: %s", config.cluster_name, exc)
         return 1

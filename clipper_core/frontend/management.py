@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
@@ -23,6 +24,7 @@ import orjson
 
 from clipper_core.config import ClusterConfig
 from clipper_core.exceptions import ClipperError, ConflictError, NotFoundError, ValidationError
+from clipper_core.frontend.dashboard import dashboard_file, is_dashboard_path
 from clipper_core.frontend.http import HttpServer, Request, Responder, error_body
 from clipper_core.store.api import StateStore
 from clipper_core.types import (
@@ -42,6 +44,9 @@ _TEXT = b"text/plain; charset=utf-8"
 _JSON = b"application/json"
 
 JsonValue = str | list[Any] | dict[str, Any]
+#: ``scale(name, version, input_type, image, num_replicas)``: the backend's
+#: ``ContainerManager.set_num_replicas``, when the management process can run replicas.
+Scaler = Callable[[str, str, str, str, int], None]
 
 
 class ManagementService:
@@ -52,8 +57,9 @@ class ManagementService:
     plain text, anything else as JSON. Rule violations raise :class:`ClipperError`.
     """
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, scale: Scaler | None = None) -> None:
         self.store = store
+        self.scale = scale
 
     # -- applications -------------------------------------------------------------------
     def add_app(self, name: str, input_type: str, default_output: str,
@@ -179,6 +185,28 @@ class ManagementService:
                                 f"of version '{model_version}'")
         self.store.set_current_version(model_name, model_version)
         return f"Successfully set model with name '{model_name}' to version '{model_version}'"
+
+    def set_num_replicas(self, model_name: str, model_version: str, num_replicas: int) -> str:
+        """Run ``num_replicas`` replicas of a model version (new route, for the dashboard)."""
+        if self.scale is None:
+            msg = ("This management API cannot start replicas (only the embedded default's "
+                   "server process runs them itself). Use `clipper scale` or "
+                   "ClipperConnection.set_num_replicas")
+            raise ValidationError(msg)
+        if num_replicas < 0:
+            raise ValidationError(f"Invalid num_replicas {num_replicas}. Expected 0 or more")
+        model = self.store.get_model_version(model_name, model_version)
+        if model is None:
+            msg = (f"model with name '{model_name}' and version '{model_version}' "
+                   "does not exist")
+            raise NotFoundError(msg)
+        if model.image == CONTAINERLESS_MODEL_IMAGE:
+            raise ValidationError(
+                f"Cannot resize the replica set for containerless model {model.key}")
+        self.scale(model_name, model_version, model.input_type.canonical, model.image,
+                   num_replicas)
+        return (f"Model with name '{model_name}' and version '{model_version}' now has "
+                f"{num_replicas} replica(s)")
 
     def delete_versioned_model(self, model_name: str, model_version: str) -> str:
         if self.store.get_model_version(model_name, model_version) is None:
@@ -386,6 +414,8 @@ ROUTES = _routes(
                         Field("model_data_path", str, "DEPRECATED"),
                         Field("batch_size", int, ADAPTIVE_BATCH_SIZE))),
     Route("set_model_version", (Field("model_name", str), Field("model_version", str))),
+    Route("set_num_replicas", (Field("model_name", str), Field("model_version", str),
+                               Field("num_replicas", int))),
     Route("delete_versioned_model", (Field("model_name", str), Field("model_version", str))),
     Route("get_all_applications", (Field("verbose", bool, False),)),
     Route("get_application", (Field("name", str),)),
@@ -408,9 +438,10 @@ class ManagementFrontend:
     I/O never blocks the loop and the check-then-write rules of one process never interleave.
     """
 
-    def __init__(self, config: ClusterConfig, store: StateStore) -> None:
+    def __init__(self, config: ClusterConfig, store: StateStore,
+                 scale: Scaler | None = None) -> None:
         self.config = config
-        self.service = ManagementService(store)
+        self.service = ManagementService(store, scale)
         self._token = config.management_token.encode() if config.management_token else None
         self._http = HttpServer(self._handle, max_body_bytes=config.max_body_bytes,
                                 request_timeout_s=config.request_timeout_s,
@@ -441,6 +472,9 @@ class ManagementFrontend:
             else:
                 _method_not_allowed(request, responder, b"GET")
             return
+        if is_dashboard_path(path):
+            self._dashboard(request, path, responder)
+            return
         if self._token is not None and not self._authorized(request):
             responder.send(401, error_body(
                 HTTPStatus.UNAUTHORIZED.phrase,
@@ -466,6 +500,18 @@ class ManagementFrontend:
         task = asyncio.get_running_loop().create_task(self._call(route, kwargs, responder))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _dashboard(self, request: Request, path: bytes, responder: Responder) -> None:
+        """The dashboard's static files (no secrets in them: the token stays in the browser)."""
+        if request.method != b"GET":
+            _method_not_allowed(request, responder, b"GET")
+            return
+        found = dashboard_file(path, self.config.query_port)
+        if found is None:
+            responder.send(404, error_body(HTTPStatus.NOT_FOUND.phrase,
+                                           f"No dashboard file {path.decode('utf-8', 'replace')}"))
+            return
+        responder.send(200, *found)
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get(b"authorization", b"")

@@ -36,6 +36,8 @@ SLO_EXPLANATION = "Failed to retrieve a prediction response within the specified
 
 _TEXT = b"text/plain; charset=utf-8"
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+#: Metrics are public and read-only: any page (the management frontend's dashboard) may read them.
+_METRICS_HEADERS = ((b"Access-Control-Allow-Origin", b"*"),)
 _HEALTHY = b'{"status":"ok"}'
 #: Requests for unknown apps held until the next reload; beyond that they get 404 at once.
 _MAX_AWAITING_RELOAD = 1024
@@ -197,9 +199,10 @@ class QueryFrontend:
         if path == b"/metrics" and request.method == b"GET":
             accept = request.headers.get(b"accept", b"")
             if b"text/plain" in accept or b"openmetrics" in accept:
-                responder.send(200, self.metrics.report_prometheus(), _PROMETHEUS)
+                responder.send(200, self.metrics.report_prometheus(), _PROMETHEUS,
+                               _METRICS_HEADERS)
             else:
-                responder.send(200, self.metrics.report_json())
+                responder.send(200, self.metrics.report_json(), extra_headers=_METRICS_HEADERS)
         elif path == b"/healthz" and request.method == b"GET":
             responder.send(200, _HEALTHY)
         else:

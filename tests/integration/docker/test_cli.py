@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 
 from clipper_core.backends.api import CLIPPER_DOCKER_LABEL
 from clipper_core.backends.docker import docker_client, find_unbound_port
@@ -34,10 +35,14 @@ def test_cli_runs_a_docker_cluster(docker_engine: Any, dh: Any, tmp_path) -> Non
     try:
         assert started.returncode == 0, started.stderr
         assert "(docker backend)" in started.stdout
+        assert f"/dashboard?query=http://localhost:{ports[0]}" in started.stdout
         # later commands find the backend and its ports in the record `start` wrote
         status = json.loads(cli("status", "--json").stdout)
         assert status["backend"] == "docker"
         assert status["query_api"].endswith(f":{ports[0]}")
+        page = requests.get(status["dashboard"], timeout=10)
+        assert page.status_code == 200
+        assert "<title>Clipper dashboard</title>" in page.text
 
         deployed = cli("deploy", f"{model}:predict", "--name", "doubler", "--app", "twice")
         assert deployed.returncode == 0, deployed.stderr
