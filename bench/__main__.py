@@ -149,13 +149,13 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
             many = not only or "many" in only
             rest = [name for name in only or () if name != "many"]
             chosen = scenarios([d.app for d in deps], rest) if rest or not only else []
-            apps = {s.app for s in chosen} | ({"sum"} if many or profile else set())
+            apps = {s.app for s in chosen} | ({"sum"} if many or profile else set())  # they query sum
             deps = [d for d in deps if d.app in apps]
             for dep in deps:
                 cluster.deploy(dep)
             for scenario in chosen:
                 cluster.wait_ready(scenario.app, scenario.body)
-            if many or profile:  # both query sum
+            if many or profile:
                 cluster.wait_ready("sum")
             log.info("cluster up, %d applications deployed in %.1f s", len(deps),
                      time.monotonic() - started)
@@ -167,15 +167,17 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
                 measured[scenario.name] = ours
                 ref = ref or measured[scenario.reference]
                 recs += records(scenario, ours, ref, settings.fractions, settings.layout())
+            # the latency floor in every run without --only; the saturation profile on request
+            profiles = [("floor", profile_floor)] if profile or not only else []
+            profiles += [("profile", _profile)] if profile else []
+            for key, measure in profiles:
+                try:
+                    meta[key] = measure(cluster, runner, out)
+                except BenchError as exc:  # the measurements stand without the profile
+                    log.error("%s: %s", key, exc)
+                    meta[key] = {"error": str(exc)}
             if many:  # last: its registrations stay on the cluster
                 recs += measure_many(cluster, runner, ngx.port)
-            if profile:
-                for key, measure in (("profile", _profile), ("floor", profile_floor)):
-                    try:
-                        meta[key] = measure(cluster, runner, out)
-                    except BenchError as exc:  # the measurements stand without the profile
-                        log.error("%s: %s", key, exc)
-                        meta[key] = {"error": str(exc)}
     lags = [m.open[r].send_lag_p99_ms for m in measured.values() for r in m.open]
     meta["generator_send_lag_p99_ms_max"] = max(lags) if lags else None
     meta["load_average_at_end"] = os.getloadavg()
@@ -220,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "performance.md",
                         help="document whose figures section is rewritten ('' for none)")
     parser.add_argument("--profile", action="store_true",
-                        help="also profile the server under sum load (py-spy) and break a lone "
-                             "sum query down by stage (the latency floor)")
+                        help="also profile the server under sum load (py-spy), and break a lone "
+                             "sum query down by stage (the latency floor) even with --only")
     parser.add_argument("--peers", action="store_true",
                         help="measure feature_sum on Ray Serve, BentoML, LitServe and Triton "
                              "beside Clipper's sum instead (writes peers.json)")

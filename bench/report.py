@@ -139,7 +139,7 @@ def render_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) 
 
 def floor_table(floor: dict[str, Any]) -> str:
     """The lone query's time by stage (``bench.floor``), in µs per query."""
-    lines = [f"The latency floor (`--profile`): a lone `sum` query, {floor['queries']:,} "
+    lines = [f"The latency floor (`bench/floor.py`): a lone `sum` query, {floor['queries']:,} "
              f"queries at concurrency 1, p50 {floor['p50_ms']:.3f} ms, mean "
              f"{floor['mean_us']:,.0f} µs, sampled at {floor['rate_hz']} Hz:", "",
              "| process | stage | µs per query |", "|---|---|---:|"]
