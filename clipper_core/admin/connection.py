@@ -39,6 +39,10 @@ _IMAGE_TAG = "develop"
 HEALTH_CHECK_TRIES = 300
 HEALTH_CHECK_INTERVAL_S = 1.0
 REQUEST_TIMEOUT_S = 60.0
+#: Seconds deploy_model waits for its replicas to connect (``replica_start_timeout_s``).
+REPLICA_START_TIMEOUT_S = 300.0
+#: Seconds between two progress lines while waiting for replicas.
+PROGRESS_INTERVAL_S = 5.0
 
 logger = logging.getLogger("clipper")
 
@@ -62,9 +66,12 @@ _configure_logging()
 class ClipperConnection:
     """Starts, connects to and manages one Clipper cluster through its container manager."""
 
-    def __init__(self, container_manager: ContainerManager) -> None:
+    def __init__(self, container_manager: ContainerManager,
+                 replica_start_timeout_s: float = REPLICA_START_TIMEOUT_S) -> None:
         self.connected = False
         self.cm = container_manager
+        #: How long deploy_model and set_num_replicas wait for new replicas to connect.
+        self.replica_start_timeout_s = replica_start_timeout_s
         self.logger = ClusterAdapter(logger, {"cluster_name": self.cm.cluster_name})
         self._session = requests.Session()
 
@@ -223,12 +230,73 @@ class ClipperConnection:
         num_replicas: int = 1,
         batch_size: int = ADAPTIVE_BATCH_SIZE,
     ) -> None:
+        """Start ``num_replicas`` replicas of ``image``, register the model version (it becomes
+        current) and wait until the replicas have connected.
+
+        A replica that exits before it serves (an import error, a missing package, a bad
+        bundle) or replicas that do not connect within ``replica_start_timeout_s`` fail the
+        deploy with their log lines: the replicas are stopped, the version is unregistered
+        and the previous version is current again.
+        """
         self._require_connected()
         version = str(version)
         _validate_versioned_model_name(name, version)
+        previous = self._current_version_or_none(name)
         self.cm.deploy_model(name, version, input_type, image, num_replicas)
         self.register_model(name, version, input_type, image, labels, batch_size)
+        try:
+            self._wait_for_replicas(name, version, num_replicas)
+        except ClipperException:
+            self._undo_deploy(name, version, previous)
+            raise
         self.logger.info("Done deploying model %s:%s.", name, version)
+
+    def _current_version_or_none(self, name: str) -> str | None:
+        for model in self.get_all_models(verbose=True):
+            if model["model_name"] == name and model["is_current_version"]:
+                return model["model_version"]
+        return None
+
+    def _connected_replicas(self, name: str, version: str) -> int:
+        return sum(1 for r in self.get_all_model_replicas(verbose=True)
+                   if r["model_name"] == name and r["model_version"] == version)
+
+    def _wait_for_replicas(self, name: str, version: str, count: int) -> None:
+        """Return once ``count`` replicas of ``name:version`` are connected; raise with the
+        replicas' log lines if one of them fails or the timeout passes."""
+        timeout = self.replica_start_timeout_s
+        started = time.monotonic()
+        next_progress = started + PROGRESS_INTERVAL_S
+        while (connected := self._connected_replicas(name, version)) < count:
+            states = self.cm.replica_states(name, version)
+            failed = [s for s in states if s.failed]
+            elapsed = time.monotonic() - started
+            if failed or elapsed > timeout:
+                why = ("a replica exited before it served" if failed else
+                       f"{connected} of {count} replicas connected within {timeout:g} s "
+                       "(replica_start_timeout_s)")
+                msg = (f"Model {name}:{version} did not start: {why}.\n"
+                       + "".join(f"{s.replica}: {s.detail}. Last lines of its log:\n"
+                                 f"{s.log_tail}\n" for s in failed or states)
+                       + "Fix the cause shown above (an import error, a package missing from "
+                         "pkgs_to_install, a bad bundle) and deploy again")
+                raise ClipperException(msg)
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_INTERVAL_S
+                self.logger.info("Waiting for replicas of %s:%s to connect: %d of %d after "
+                                 "%.0f s (timeout %g s)", name, version, connected, count,
+                                 elapsed, timeout)
+            time.sleep(0.25)
+
+    def _undo_deploy(self, name: str, version: str, previous: str | None) -> None:
+        """Stop the replicas of a failed deploy and unregister it; ``previous`` is current."""
+        self.cm.stop_models({name: [version]})
+        self._unregister_versioned_models({name: [version]})
+        if previous is not None:
+            self._post("set_model_version", {"model_name": name, "model_version": previous})
+        self.logger.error("Deploying model %s:%s failed; its replicas were stopped and the "
+                          "version unregistered%s", name, version,
+                          f" (version {previous} is current)" if previous else "")
 
     def register_model(
         self,
@@ -275,6 +343,7 @@ class ClipperConnection:
             raise ClipperException(msg)
         self.cm.set_num_replicas(name, version, info["input_type"], info["container_name"],
                                  num_replicas)
+        self._wait_for_replicas(name, version, num_replicas)
 
     def get_all_models(self, verbose: bool = False) -> list[Any]:
         return self._post("get_all_models", {"verbose": verbose}).json()

@@ -11,6 +11,8 @@ import logging
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import attrs
+
 #: Ports inside a container (spec §0); backends map them to host ports.
 CLIPPER_INTERNAL_QUERY_PORT = 1337
 CLIPPER_INTERNAL_MANAGEMENT_PORT = 1338
@@ -40,6 +42,24 @@ def create_model_container_label(name: str, version: str) -> str:
 def parse_model_container_label(label: str) -> tuple[str, str]:
     name, _, version = label.partition(_MODEL_CONTAINER_LABEL_DELIMITER)
     return name, version
+
+
+#: Lines of a replica's log quoted when it cannot start.
+REPLICA_LOG_TAIL = 25
+
+
+@attrs.frozen
+class ReplicaState:
+    """What a backend knows of one replica process/container of a model version."""
+
+    #: The replica's name on the backend (container name, supervisor index...).
+    replica: str
+    #: True once the replica has exited (or restarted) without serving: it cannot start.
+    failed: bool
+    #: One line for the user: ``exited with code 1, restarting``, ``running``...
+    detail: str
+    #: The last :data:`REPLICA_LOG_TAIL` lines of its log.
+    log_tail: str = ""
 
 
 class ClusterAdapter(logging.LoggerAdapter):
@@ -99,6 +119,12 @@ class ContainerManager(ABC):
 
     @abstractmethod
     def get_num_replicas(self, name: str, version: str) -> int: ...
+
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        """The replicas of ``name:version`` as the backend sees them; polled while a deploy
+        waits for them to connect, so that one that crashes fails the deploy with its log.
+        Backends that cannot tell return ``[]`` (the deploy then only times out)."""
+        return []
 
     @abstractmethod
     def set_num_replicas(

@@ -35,8 +35,10 @@ from clipper_core.backends.api import (
     CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL,
     CLIPPER_MODEL_CONTAINER_LABEL,
     CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL,
+    REPLICA_LOG_TAIL,
     ClusterAdapter,
     ContainerManager,
+    ReplicaState,
     create_model_container_label,
     parse_model_container_label,
 )
@@ -323,6 +325,21 @@ class DockerContainerManager(ContainerManager):
 
     def get_num_replicas(self, name: str, version: str) -> int:
         return len(self._get_replicas(name, version))
+
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        """A replica container has failed once it exited or Docker restarted it."""
+        states = []
+        for container in self._get_replicas(name, version):
+            state = container.attrs.get("State", {})
+            restarts = container.attrs.get("RestartCount", 0)
+            failed = restarts > 0 or container.status in ("exited", "dead", "restarting")
+            detail = container.status
+            if failed:
+                detail += (f", last exit code {state.get('ExitCode')}, restarted {restarts} "
+                           "times by Docker")
+            tail = container.logs(tail=REPLICA_LOG_TAIL).decode(errors="replace").rstrip()
+            states.append(ReplicaState(f"container {container.name}", failed, detail, tail))
+        return states
 
     def set_num_replicas(
         self, name: str, version: str, input_type: str, image: str, num_replicas: int

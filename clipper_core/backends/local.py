@@ -36,7 +36,12 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from clipper_core.backends.api import ClusterAdapter, ContainerManager
+from clipper_core.backends.api import (
+    REPLICA_LOG_TAIL,
+    ClusterAdapter,
+    ContainerManager,
+    ReplicaState,
+)
 from clipper_core.config import ClusterConfig, clipper_home
 from clipper_core.exceptions import BackendError
 from clipper_core.hookspecs import hookimpl
@@ -345,10 +350,14 @@ class LocalContainerManager(ContainerManager):
 
     @staticmethod
     def _tail(path: Path, lines: int = 20) -> str:
+        """The last ``lines`` lines of a log (read from its last 64 KiB)."""
         try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            with path.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+                text = f.read().decode(errors="replace")
         except OSError:
             return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def connect(self) -> None:
         """Find the cluster from ``cluster.json``; restart its server process if it is dead."""
@@ -457,6 +466,28 @@ class LocalContainerManager(ContainerManager):
     def get_num_replicas(self, name: str, version: str) -> int:
         return len(self._live_replicas(name, str(version)))
 
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        """A replica has failed when its runtime exited (``<n>.exited``, written by the
+        supervisor) and has not loaded its model since (no ``<n>.ready``)."""
+        version = str(version)
+        directory = self._replica_dir(name, version)
+        states = []
+        for index, pid in sorted(self._live_replicas(name, version).items()):
+            ready = (directory / f"{index}.ready").exists()
+            try:
+                code = (directory / f"{index}.exited").read_text().strip()
+            except OSError:
+                code = None
+            failed = code is not None and not ready
+            if failed:
+                detail = f"exited with code {code}; its supervisor (pid {pid}) restarts it"
+            else:
+                detail = "serving" if ready else "starting"
+            log = self._replica_log(name, version, index)
+            states.append(ReplicaState(f"{name}:{version} replica {index} (log {log})", failed,
+                                       detail, self._tail(log, REPLICA_LOG_TAIL)))
+        return states
+
     def set_num_replicas(
         self, name: str, version: str, input_type: str, image: str, num_replicas: int
     ) -> None:
@@ -492,6 +523,7 @@ class LocalContainerManager(ContainerManager):
         spec = {
             "python": str(venv_python if venv_python.exists() else sys.executable),
             "log": str(self._replica_log(name, version, index)),
+            "exit_file": str(directory / f"{index}.exited"),
             "env": {
                 "CLIPPER_MODEL_NAME": name,
                 "CLIPPER_MODEL_VERSION": version,
@@ -531,7 +563,8 @@ class LocalContainerManager(ContainerManager):
                       graceful: bool, keep_spec: bool = False) -> None:
         stop_process(pid, SUPERVISOR_MARKER, graceful)
         directory = self._replica_dir(name, version)
-        for suffix in (".pid", ".ready") if keep_spec else (".pid", ".json", ".ready"):
+        removed = (".pid", ".ready", ".exited")
+        for suffix in removed if keep_spec else (*removed, ".json"):
             (directory / f"{index}{suffix}").unlink(missing_ok=True)
 
     def replica_processes(self) -> list[dict[str, Any]]:
@@ -637,6 +670,10 @@ class _Supervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         env = {**os.environ, **self.spec["env"], "PYTHONUNBUFFERED": "1"}
         argv = [self.spec["python"], "-m", "clipper_core.runtime"]
+        exit_file = Path(self.spec["exit_file"]) if "exit_file" in self.spec else None
+        ready_file = Path(self.spec["env"]["CLIPPER_READY_FILE"])
+        if exit_file is not None:
+            exit_file.unlink(missing_ok=True)
         failures = 0
         with open(self.spec["log"], "ab") as log_file:
             while not self.stopping:
@@ -647,6 +684,10 @@ class _Supervisor:
                 code = self._wait_child()
                 if self.stopping:
                     break
+                # Until the next start has loaded its model, the replica counts as failed.
+                ready_file.unlink(missing_ok=True)
+                if exit_file is not None:
+                    exit_file.write_text(f"{code}\n")
                 failures = 0 if time.monotonic() - started >= HEALTHY_RUN_S else failures + 1
                 delay = min(MAX_BACKOFF_S, 0.5 * 2 ** max(failures - 1, 0))
                 self.say(log_file, f"replica exited with code {code}; restarting in {delay:g} s")

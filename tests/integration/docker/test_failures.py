@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from clipper_admin import ClipperConnection
+from clipper_admin import ClipperConnection, ClipperException
 from clipper_admin.deployers import python as python_deployer
 from clipper_core.backends.api import CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL
 from clipper_core.backends.docker_supervisor import CLIPPER_SUPERVISOR_LABEL
@@ -102,3 +102,30 @@ def test_query_frontend_back_at_another_address_gets_its_replicas_back(
     finally:
         for squatter in squatters:
             squatter.remove(force=True)
+
+
+def test_a_replica_that_cannot_import_fails_the_deploy_with_its_error(
+        shared_conn: ClipperConnection, dh: Any, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container of a model whose bundle needs a module the image lacks exits; the deploy
+    raises with the container's log instead of saying "Done", and leaves nothing behind."""
+    src = tmp_path / "only-here"
+    src.mkdir()
+    (src / "h9_docker_only_here.py").write_text("FACTOR = 2\n")
+    monkeypatch.syspath_prepend(str(src))
+    import h9_docker_only_here
+
+    def predict(xs: Any) -> list[str]:
+        return [str(h9_docker_only_here.FACTOR * sum(x)) for x in xs]
+
+    started = time.monotonic()
+    with pytest.raises(ClipperException) as info:
+        python_deployer.deploy_python_closure(shared_conn, "cannot-import", 1, "doubles",
+                                              predict)
+    assert time.monotonic() - started < 120
+    message = str(info.value)
+    assert "Model cannot-import:1 did not start: a replica exited before it served" in message
+    assert "restarted" in message and "by Docker" in message
+    assert "ModuleNotFoundError: No module named 'h9_docker_only_here'" in message
+    assert dh.replicas(shared_conn, "cannot-import_1") == []
+    assert ("cannot-import", "1") not in dh.registered_models(shared_conn)
