@@ -33,7 +33,11 @@ from clipper_core.types import (
 DEFAULT_PREDICTION_CACHE_SIZE_BYTES = DEFAULT_CACHE_SIZE
 #: Environment variable holding the management API token, if the cluster requires one.
 TOKEN_ENV = "CLIPPER_MANAGEMENT_TOKEN"
-_IMAGE_PREFIX = os.environ.get("CLIPPER_REGISTRY", "clipper")
+#: Registry (repository prefix) of the images the original's scripts name; ``clipper_admin.
+#: __registry__``. The project builds its images as ``clipper/...`` (``clipper images build``).
+CLIPPER_REGISTRY = os.environ.get("CLIPPER_REGISTRY", "clipper")
+#: Scratch directory of the original's test scripts (``clipper_admin.CLIPPER_TEMP_DIR``).
+CLIPPER_TEMP_DIR = "/tmp/clipper"
 _IMAGE_TAG = "develop"
 #: Health check of start_clipper: tries x seconds (as Clipper: 300 x 1 s).
 HEALTH_CHECK_TRIES = 300
@@ -78,9 +82,9 @@ class ClipperConnection:
     # -- cluster lifecycle --------------------------------------------------------------
     def start_clipper(
         self,
-        query_frontend_image: str = f"{_IMAGE_PREFIX}/query_frontend:{_IMAGE_TAG}",
-        mgmt_frontend_image: str = f"{_IMAGE_PREFIX}/management_frontend:{_IMAGE_TAG}",
-        frontend_exporter_image: str = f"{_IMAGE_PREFIX}/frontend-exporter:{_IMAGE_TAG}",
+        query_frontend_image: str = f"{CLIPPER_REGISTRY}/query_frontend:{_IMAGE_TAG}",
+        mgmt_frontend_image: str = f"{CLIPPER_REGISTRY}/management_frontend:{_IMAGE_TAG}",
+        frontend_exporter_image: str = f"{CLIPPER_REGISTRY}/frontend-exporter:{_IMAGE_TAG}",
         cache_size: int = DEFAULT_PREDICTION_CACHE_SIZE_BYTES,
         qf_http_thread_pool_size: int = 1,
         qf_http_timeout_request: int = 5,
@@ -511,4 +515,5 @@ def _validate_versioned_model_name(name: str, version: str) -> None:
     validate_dns1123(version, "model version")
 
 
-__all__ = ["DEFAULT_PREDICTION_CACHE_SIZE_BYTES", "ClipperConnection"]
+__all__ = ["CLIPPER_REGISTRY", "CLIPPER_TEMP_DIR", "DEFAULT_PREDICTION_CACHE_SIZE_BYTES",
+           "ClipperConnection"]

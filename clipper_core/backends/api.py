@@ -13,14 +13,20 @@ from typing import Any, ClassVar
 
 import attrs
 
+from clipper_core.exceptions import ClipperException
+
 #: Ports inside a container (spec §0); backends map them to host ports.
 CLIPPER_INTERNAL_QUERY_PORT = 1337
 CLIPPER_INTERNAL_MANAGEMENT_PORT = 1338
 CLIPPER_INTERNAL_RPC_PORT = 7000
 CLIPPER_INTERNAL_REDIS_PORT = 6379
+#: The original's frontend-exporter and fluentd ports (here the query port serves /metrics).
+CLIPPER_INTERNAL_METRIC_PORT = 1390
+CLIPPER_INTERNAL_FLUENTD_PORT = 24224
 
 # Container labels (spec §10.4).
 CLIPPER_DOCKER_LABEL = "ai.clipper.container.label"
+CLIPPER_NAME_LABEL = "ai.clipper.name"
 CLIPPER_MODEL_CONTAINER_LABEL = "ai.clipper.model_container.label"
 CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL = "ai.clipper.query_frontend.label"
 CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL = "ai.clipper.management_frontend.label"
@@ -30,18 +36,27 @@ CLIPPER_DOCKER_PORT_LABELS = {
     "query_rpc": "ai.clipper.query_frontend.rpc.port",
     "management": "ai.clipper.management.port",
     "metric": "ai.clipper.metric.port",
+    "fluentd": "ai.clipper.fluentd.port",
 }
+CLIPPER_METRIC_CONFIG_LABEL = "ai.clipper.metric.config"
+CLIPPER_FLUENTD_CONFIG_LABEL = "ai.clipper.fluentd.config"
 #: Separator of ``<name>_<version>`` in model labels: illegal in DNS-1123 names.
 _MODEL_CONTAINER_LABEL_DELIMITER = "_"
 
 
 def create_model_container_label(name: str, version: str) -> str:
+    """``<name>_<version>``, the value of a replica's model label."""
     return f"{name}{_MODEL_CONTAINER_LABEL_DELIMITER}{version}"
 
 
 def parse_model_container_label(label: str) -> tuple[str, str]:
-    name, _, version = label.partition(_MODEL_CONTAINER_LABEL_DELIMITER)
-    return name, version
+    """``(name, version)`` of a model label; ClipperException unless it has exactly one ``_``."""
+    parts = label.split(_MODEL_CONTAINER_LABEL_DELIMITER)
+    if len(parts) != 2:
+        msg = (f"Unable to parse model container label {label}: expected "
+               f"<model name>{_MODEL_CONTAINER_LABEL_DELIMITER}<model version>")
+        raise ClipperException(msg)
+    return parts[0], parts[1]
 
 
 #: Lines of a replica's log quoted when it cannot start.
@@ -96,7 +111,6 @@ class ContainerManager(ABC):
     def connect(self) -> None:
         """Find a running cluster of this name and learn its addresses."""
 
-    @abstractmethod
     def build_model(
         self,
         name: str,
@@ -106,7 +120,14 @@ class ContainerManager(ABC):
         container_registry: str | None = None,
         pkgs_to_install: list[str] | None = None,
     ) -> str:
-        """Package ``model_data_path`` so replicas can run it; return the image reference."""
+        """Package ``model_data_path`` so replicas can run it; return the image reference.
+
+        Not abstract: managers written for the original ``ContainerManager`` have no
+        ``build_model`` (it was ``ClipperConnection``'s), and still deploy prebuilt images.
+        """
+        msg = (f"{type(self).__name__} cannot build models: deploy a prebuilt image with "
+               "deploy_model(), or use a container manager that builds (local, docker)")
+        raise ClipperException(msg)
 
     def default_base_image(self, deployer_name: str) -> str:
         """The image a deployer's bundles build FROM when ``base_image="default"``."""

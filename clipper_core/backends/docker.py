@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from clipper_core.backends.api import (
     CLIPPER_DOCKER_LABEL,
     CLIPPER_DOCKER_PORT_LABELS,
@@ -49,7 +51,7 @@ from clipper_core.hookspecs import hookimpl
 
 logger = logging.getLogger("clipper.docker")
 
-CLIPPER_FLUENTD_PORT_LABEL = "ai.clipper.fluentd.port"
+CLIPPER_FLUENTD_PORT_LABEL = CLIPPER_DOCKER_PORT_LABELS["fluentd"]
 CLIPPER_REDIS_CONTAINER_LABEL = "ai.clipper.redis.label"
 #: Seconds to wait for a container to be running (or, for Redis, to answer).
 CONTAINER_START_TIMEOUT_S = 60.0
@@ -69,6 +71,23 @@ def find_unbound_port(start: int | None = None) -> int:
             except OSError:
                 continue
             return port
+
+
+@attrs.frozen
+class FluentdLogging:
+    """The centralized logging of a cluster (the original's ``Fluentd``): containers log with
+    Docker's fluentd driver to your fluentd at ``127.0.0.1:<port>``, which is not started here."""
+
+    port: int = attrs.field(validator=attrs.validators.instance_of(int))
+
+    @staticmethod
+    def get_type() -> str:
+        return "Fluentd"
+
+    def get_log_config(self) -> dict[str, Any]:
+        """The ``log_config`` of every container of the cluster."""
+        return {"type": "fluentd", "config": {"fluentd-address": f"127.0.0.1:{self.port}",
+                                              "fluentd-async": "true"}}
 
 
 def _is_default_frontend_image(image: str | None) -> bool:
@@ -131,6 +150,31 @@ class DockerContainerManager(ContainerManager):
     def client(self) -> Any:
         """The Docker client (connected on first use)."""
         return self._images.client
+
+    @property
+    def docker_client(self) -> Any:
+        """The original's name of :attr:`client`."""
+        return self.client
+
+    @property
+    def centralize_log(self) -> bool:
+        """The original's name of ``use_centralized_log``."""
+        return self.use_centralized_log
+
+    @centralize_log.setter
+    def centralize_log(self, value: bool) -> None:
+        self.use_centralized_log = value
+
+    @property
+    def logging_system_instance(self) -> FluentdLogging | None:
+        """The cluster's centralized logging, or None (each container keeps its own log)."""
+        return FluentdLogging(self.fluentd_port) if self.use_centralized_log else None
+
+    @property
+    def log_config(self) -> dict[str, Any]:
+        """The Docker ``log_config`` the cluster's containers are started with."""
+        logging_system = self.logging_system_instance
+        return logging_system.get_log_config() if logging_system else {"type": "json-file"}
 
     @property
     def images(self) -> ImageBuilder:
@@ -474,12 +518,6 @@ class DockerContainerManager(ContainerManager):
             f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}", CLIPPER_MODEL_CONTAINER_LABEL]})
         return [c for c in containers if c.status not in ("removing", "dead")]
 
-    def _log_config(self) -> dict[str, Any]:
-        if self.use_centralized_log:
-            return {"type": "fluentd", "config": {
-                "fluentd-address": f"127.0.0.1:{self.fluentd_port}", "fluentd-async": "true"}}
-        return {"type": "json-file"}
-
     def _run(
         self,
         image: str,
@@ -512,7 +550,7 @@ class DockerContainerManager(ContainerManager):
             name = f"{prefix}-{random.randint(0, 10**6):06d}"
             try:
                 return self.client.containers.run(image, **{
-                    "log_config": self._log_config(),
+                    "log_config": self.log_config,
                     "restart_policy": restart_policy or {"Name": "always"},
                     **self.extra_container_kwargs, **kwargs,
                     "name": name, "labels": labels, "ports": published,
@@ -579,4 +617,4 @@ def clipper_register_backends() -> list[type[ContainerManager]]:
     return [DockerContainerManager]
 
 
-__all__ = ["DockerContainerManager", "docker_client", "find_unbound_port"]
+__all__ = ["DockerContainerManager", "FluentdLogging", "docker_client", "find_unbound_port"]

@@ -7,6 +7,9 @@ Images (Dockerfiles in ``clipper_core/images/``, also linked from ``docker/``)::
     clipper/python-closure:<v>     python -m clipper_core.runtime, CLIPPER_MODEL_PATH=/model
     clipper/<deployer>-closure:<v> python-closure + a framework deployer's plugin and packages
     clipper/redis:<v>              Debian's redis-server
+    clipper/noop-container:<version>   the original's test model: "1.0" to every input
+    clipper/python-closure-container:<version>, clipper/python3{5,6,7}-closure-container:<version>
+                                   the original's names of clipper/python-closure
 
 ``<v>`` is clipper-core's version, suffixed with the base image's name unless the base is the
 default ``python:3.11-slim``. The base image is a parameter: ``CLIPPER_BASE_IMAGE`` or the
@@ -19,6 +22,7 @@ tree, requirements); an image whose digest matches is reused, anything else is r
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -47,8 +51,12 @@ IMAGE_PREFIX = "clipper"
 IMAGE_KEY_LABEL = "ai.clipper.image.key"
 #: Label holding the ``major.minor`` Python version of an image built here.
 IMAGE_PYTHON_LABEL = "ai.clipper.python"
+#: The original's closure base images: other names of clipper/python-closure (whatever Python
+#: the base image has), tagged ``clipper/<name>:<version>``.
+CLOSURE_ALIASES = ("python-closure-container", "python35-closure-container",
+                   "python36-closure-container", "python37-closure-container")
 #: The images ``clipper images build`` builds by default.
-DEFAULT_IMAGES = ("server", "python-closure", "redis")
+DEFAULT_IMAGES = ("server", "python-closure", "redis", "noop-container", *CLOSURE_ALIASES)
 #: Lines of a failed build's log quoted in the error.
 LOG_TAIL = 25
 
@@ -291,6 +299,19 @@ class ImageBuilder:
         """clipper/python-closure: the model runtime for bundles of the python deployer."""
         return self._child("python-closure", self.core(), "CORE_IMAGE")
 
+    def noop(self) -> str:
+        """clipper/noop-container:<version>: the original's test model ("1.0" to every input)."""
+        return self._original_name(self._child("noop-container", self.core(), "CORE_IMAGE"),
+                                   "noop-container")
+
+    def _original_name(self, image: str, repository: str) -> str:
+        """Tag ``image`` also as ``clipper/<repository>:<version>``, as the original named it."""
+        tag = f"{IMAGE_PREFIX}/{repository}:{clipper_core.__version__}"
+        if tag != image:
+            self.client.images.get(image).tag(f"{IMAGE_PREFIX}/{repository}",
+                                              clipper_core.__version__)
+        return tag
+
     def redis(self) -> str:
         """clipper/redis: Debian's redis-server on the base image."""
         return self._child("redis", self.ensure_present(self.base_image), "BASE_IMAGE",
@@ -334,13 +355,34 @@ class ImageBuilder:
         self._done[deployer_name] = tag
         return tag
 
+    def _builders(self) -> dict[str, Callable[[], str]]:
+        return {"core": self.core, "server": self.server, "python-closure": self.closure,
+                "redis": self.redis, **self._original_images()}
+
+    def _original_images(self) -> dict[str, Callable[[], str]]:
+        """Builders of the images under the original's names (``clipper/<name>:<version>``)."""
+        images = {"noop-container": self.noop}
+        for alias in CLOSURE_ALIASES:
+            images[alias] = functools.partial(self._closure_alias, alias)
+        return images
+
+    def _closure_alias(self, repository: str) -> str:
+        return self._original_name(self.closure(), repository)
+
     def build(self, images: Iterable[str] = DEFAULT_IMAGES) -> dict[str, str]:
-        """Build the named images (``server``, ``python-closure``, ``redis``, ``core`` or a
-        deployer name) and return ``{name: tag}``."""
-        builders = {"core": self.core, "server": self.server, "python-closure": self.closure,
-                    "redis": self.redis}
+        """Build the named images (those of :data:`DEFAULT_IMAGES`, ``core`` or a deployer
+        name) and return ``{name: tag}``."""
+        builders = self._builders()
         return {name: builders[name]() if name in builders else self.deployer(name)
                 for name in images}
+
+    def _original_image(self, image: str) -> Callable[[], str] | None:
+        """The builder of ``image`` if it is ``clipper/<original name>:<version>``."""
+        repository, _, tag = image.rpartition(":")
+        name = repository.removeprefix(f"{IMAGE_PREFIX}/")
+        if tag != clipper_core.__version__ or name == repository:
+            return None
+        return self._original_images().get(name)
 
     # -- helpers shared with the model images -----------------------------------------------
 
@@ -384,13 +426,20 @@ class ImageBuilder:
         return self.marker_environment(image)["python_version"]
 
     def ensure_present(self, image: str) -> str:
-        """Return the image's id, pulling it if it is missing; explain what to do if that fails."""
+        """Return the image's id; a missing image is built if it has one of the original's
+        names (``clipper/noop-container:<version>``...), else pulled, and if that fails the
+        error says what to do."""
         import docker.errors
 
         try:
             return self.client.images.get(image).id
         except docker.errors.ImageNotFound:
             pass
+        builder = self._original_image(image)
+        if builder is not None:
+            self.progress(f"Image {image} is not present; building it")
+            builder()
+            return self.client.images.get(image).id
         self.progress(f"Image {image} is not present; pulling it")
         try:
             return self.client.images.pull(image).id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,13 @@ def test_a_missing_base_image_says_how_to_make_one(docker_engine: Any) -> None:
     builder = ImageBuilder(base_image="clipper/does-not-exist:never")
     with pytest.raises(BackendError, match=r"cannot be pulled.*scripts/build-base-image\.sh"):
         builder.server()
+
+
+def test_images_see_only_their_own_venv(docker_engine: Any) -> None:
+    """The runtime of every image is the venv /opt/clipper: the base image's global
+    site-packages (Debian's dist-packages, pip's /usr/local) are never on its sys.path."""
+    out = docker_engine.containers.run(
+        ImageBuilder().closure(), ["python", "-c", "import json, sys; print(json.dumps(sys.path))"],
+        remove=True).decode()
+    packages = [p for p in json.loads(out) if p.endswith(("site-packages", "dist-packages"))]
+    assert packages and all(p.startswith("/opt/clipper/") for p in packages), packages

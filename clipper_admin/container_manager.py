@@ -1,0 +1,48 @@
+"""The original's ``clipper_admin.container_manager``: the container manager interface, its
+constants and label helpers (a facade over :mod:`clipper_core.backends.api`)."""
+
+from clipper_core.backends.api import (
+    _MODEL_CONTAINER_LABEL_DELIMITER,
+    CLIPPER_DOCKER_LABEL,
+    CLIPPER_DOCKER_PORT_LABELS,
+    CLIPPER_FLUENTD_CONFIG_LABEL,
+    CLIPPER_INTERNAL_FLUENTD_PORT,
+    CLIPPER_INTERNAL_MANAGEMENT_PORT,
+    CLIPPER_INTERNAL_METRIC_PORT,
+    CLIPPER_INTERNAL_QUERY_PORT,
+    CLIPPER_INTERNAL_REDIS_PORT,
+    CLIPPER_INTERNAL_RPC_PORT,
+    CLIPPER_METRIC_CONFIG_LABEL,
+    CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL,
+    CLIPPER_MODEL_CONTAINER_LABEL,
+    CLIPPER_NAME_LABEL,
+    CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL,
+    ClusterAdapter,
+    ContainerManager,
+    create_model_container_label,
+    parse_model_container_label,
+)
+from clipper_core.types import CONTAINERLESS_MODEL_IMAGE
+
+__all__ = [
+    "CLIPPER_DOCKER_LABEL",
+    "CLIPPER_DOCKER_PORT_LABELS",
+    "CLIPPER_FLUENTD_CONFIG_LABEL",
+    "CLIPPER_INTERNAL_FLUENTD_PORT",
+    "CLIPPER_INTERNAL_MANAGEMENT_PORT",
+    "CLIPPER_INTERNAL_METRIC_PORT",
+    "CLIPPER_INTERNAL_QUERY_PORT",
+    "CLIPPER_INTERNAL_REDIS_PORT",
+    "CLIPPER_INTERNAL_RPC_PORT",
+    "CLIPPER_METRIC_CONFIG_LABEL",
+    "CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL",
+    "CLIPPER_MODEL_CONTAINER_LABEL",
+    "CLIPPER_NAME_LABEL",
+    "CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL",
+    "CONTAINERLESS_MODEL_IMAGE",
+    "_MODEL_CONTAINER_LABEL_DELIMITER",
+    "ClusterAdapter",
+    "ContainerManager",
+    "create_model_container_label",
+    "parse_model_container_label",
+]

@@ -1,0 +1,1 @@
+../clipper_core/images/noop-container.Dockerfile
