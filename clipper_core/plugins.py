@@ -38,6 +38,8 @@ DEFAULT_PLUGINS = (
     "clipper_core.store.redis",
     "clipper_core.cache.lru",
     "clipper_core.selection.default",
+    "clipper_core.selection.bandits",
+    "clipper_core.selection.ensembles",
 )
 
 #: Where users find the plugin that provides a name they asked for but do not have.

@@ -110,6 +110,8 @@ class Application:
     default_output: str
     latency_slo_micros: int
     policy: str = "default"
+    #: The selection policy's parameters, as a JSON object (``set_selection_policy``).
+    policy_params: str = "{}"
 
 
 @attrs.frozen

@@ -187,6 +187,21 @@ class ClipperConnection:
     def get_linked_models(self, app_name: str) -> list[str]:
         return self._post("get_linked_models", {"app_name": app_name}).json()
 
+    def set_selection_policy(self, app_name: str, policy: str, **params: Any) -> None:
+        """Choose how ``app_name`` picks and combines its linked models (``docs/selection.md``):
+        ``policy`` is ``default``, ``exp3``, ``exp4``, ``epsilon_greedy``, ``ucb1``,
+        ``thompson``, ``ensemble`` or a plugin's; ``params`` are the policy's parameters plus
+        ``per_user``, ``versions_in_body`` and ``seed``. What the old policy learned is dropped.
+        """
+        self._post("set_selection_policy",
+                   {"app_name": app_name, "policy": policy, "params": params})
+        self.logger.info("Application %s now selects models with policy %s", app_name, policy)
+
+    def get_selection_state(self, app_name: str, uid: int = 0) -> dict[str, Any]:
+        """What ``app_name``'s policy has learned (for user ``uid`` with ``per_user``):
+        ``{"version": n, "state": {...}}``, or {} before any feedback was stored."""
+        return self._post("get_selection_state", {"app_name": app_name, "uid": uid}).json()
+
     # -- models -------------------------------------------------------------------------
     def build_and_deploy_model(
         self,

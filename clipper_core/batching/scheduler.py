@@ -31,6 +31,8 @@ from clipper_core.cache.api import PredictionCache
 from clipper_core.metrics import MetricsRegistry
 from clipper_core.types import ADAPTIVE_BATCH_SIZE, InputType, Replica
 
+#: The response header that names the model versions that produced an answer.
+VERSIONS_HEADER = b"Clipper-Model-Versions"
 #: Explanation of a query whose model version has no connected replica (spec §1.5).
 NO_MODELS = "No connected models found for query"
 
@@ -87,6 +89,7 @@ class VersionQueue:
     """The deadline-ordered queue of one model version, its replicas and its metrics."""
 
     __slots__ = (
+        "arm",
         "batch_hist",
         "batch_size",
         "cache_ratio",
@@ -101,6 +104,7 @@ class VersionQueue:
         "throughput",
         "type_code",
         "version",
+        "versions_header",
         "wait_handle",
         "waited",
     )
@@ -111,6 +115,9 @@ class VersionQueue:
         self.version = version
         self.input_type = input_type
         self.type_code = int(input_type)
+        #: ``"<model>:<version>"``: the name selection policies and answers know it by.
+        self.arm = f"{model}:{version}"
+        self.versions_header = ((VERSIONS_HEADER, self.arm.encode()),)
         self.batch_size = batch_size
         self.heap: list[tuple[float, int, Task]] = []
         self.replicas: list[ReplicaSlot] = []

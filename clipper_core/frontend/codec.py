@@ -229,6 +229,15 @@ def requested_version(request: dict[str, Any]) -> str | None:
     return version
 
 
+def user_id(request: dict[str, Any]) -> int:
+    """The optional ``uid`` of a ``/predict`` request (0 without one): whose state a
+    personalized policy uses."""
+    uid = request.get("uid", 0)
+    if type(uid) is not int:
+        raise mismatch("uid", "Number", uid)
+    return uid
+
+
 def feedback(request: dict[str, Any], single: Callable[[Any], bytes]) -> tuple[int, bytes, float]:
     """``(uid, input bytes, label)`` of an ``/update`` request (spec §1.7)."""
     for key in ("uid", "input", "label"):

@@ -22,10 +22,12 @@ from typing import Any
 import attrs
 import orjson
 
+from clipper_core import plugins
 from clipper_core.config import ClusterConfig
 from clipper_core.exceptions import ClipperError, ConflictError, NotFoundError, ValidationError
 from clipper_core.frontend.dashboard import dashboard_file, is_dashboard_path
 from clipper_core.frontend.http import HttpServer, Request, Responder, error_body
+from clipper_core.selection.api import split_parameters
 from clipper_core.store.api import StateStore
 from clipper_core.types import (
     ADAPTIVE_BATCH_SIZE,
@@ -97,20 +99,24 @@ class ManagementService:
             msg = ("Please provide the name of the model that you want to link to the "
                    f"application '{app_name}'")
             raise ValidationError(msg)
-        if len(model_names) > 1:
+        single = app.policy in ("default", "DefaultOutputSelectionPolicy")
+        if single and len(model_names) > 1:
             msg = ("Applications must be linked with at most one model. Attempted to add "
-                   f"links to {len(model_names)} models.")
+                   f"links to {len(model_names)} models. Give the application a selection "
+                   "policy that uses several models first (set_selection_policy)")
             raise ValidationError(msg)
-        model_name = model_names[0]
         existing = self.store.get_links(app_name)
-        if model_name in existing:
-            msg = f"The model with name '{model_name}' is already linked to '{app_name}'"
-            raise ConflictError(msg)
-        if existing:
+        for model_name in model_names:
+            if model_name in existing:
+                msg = f"The model with name '{model_name}' is already linked to '{app_name}'"
+                raise ConflictError(msg)
+        if single and existing:
             msg = f"A model with name {existing[0]} is already linked to '{app_name}'."
             raise ConflictError(msg)
-        self.store.add_link(app_name, model_name)
-        return f"Successfully linked model with name '{model_name}' to application '{app_name}'"
+        for model_name in dict.fromkeys(model_names):
+            self.store.add_link(app_name, model_name)
+        linked = ", ".join(f"'{name}'" for name in dict.fromkeys(model_names))
+        return f"Successfully linked model with name {linked} to application '{app_name}'"
 
     def _current_model(self, model_name: str) -> ModelVersion:
         current = self.store.get_current_version(model_name)
@@ -235,6 +241,8 @@ class ManagementService:
             "latency_slo_micros": app.latency_slo_micros,
             "name": app.name,
             "linked_models": self.store.get_links(app.name),
+            "selection_policy": app.policy,
+            "selection_params": orjson.loads(app.policy_params),
         }
 
     def get_linked_models(self, app_name: str) -> list[str]:
@@ -269,6 +277,27 @@ class ManagementService:
                     model_name, model_version, replica_id):
                 return _replica_json(replica)
         return {}
+
+    # -- selection policies ---------------------------------------------------------------
+    def set_selection_policy(self, app_name: str, policy: str,
+                             params: dict[str, Any]) -> str:
+        """Give an application a selection policy (its learned state starts afresh)."""
+        if self.store.get_application(app_name) is None:
+            raise NotFoundError(f"No app with name '{app_name}' exists.")
+        _, policy_params = split_parameters(params)
+        plugins.selection_policies().get(policy)(**policy_params)
+        self.store.set_selection_policy(app_name, policy, orjson.dumps(params).decode())
+        return f"Successfully set the selection policy of '{app_name}' to '{policy}'"
+
+    def get_selection_state(self, app_name: str, uid: int) -> dict[str, Any]:
+        """The learned state of the application's policy for ``uid`` ({} if none yet)."""
+        app = self.store.get_application(app_name)
+        if app is None:
+            raise NotFoundError(f"No app with name '{app_name}' exists.")
+        frontend, _ = split_parameters(orjson.loads(app.policy_params))
+        stored = self.store.get_policy_states(app_name).get(str(uid) if frontend["per_user"]
+                                                             else "")
+        return {} if stored is None else orjson.loads(stored)
 
     def get_state(self, app_name: str, uid: int) -> str:
         """The app's default output (personalized state is not supported: ``uid`` is ignored)."""
@@ -345,6 +374,9 @@ class Field:
                     raise _Mismatch(f"Array input of type {item_type} is not of type string "
                                     f"(JSON key {self.name} expects an array of strings)")
             return value
+        if self.kind is dict and not isinstance(value, dict):
+            raise _Mismatch(f"Type mismatch! JSON key {self.name} expected type object but "
+                            f"found type {found}")
         if type(value) is not self.kind:
             raise _Mismatch(f"Type mismatch! JSON key {self.name} expected type "
                             f"{_TYPE_NAMES[self.kind]} but found type {found}")
@@ -427,6 +459,9 @@ ROUTES = _routes(
                             Field("replica_id", int))),
     Route("get_state", (Field("app_name", str), Field("uid", int, 0))),
     Route("get_status", ()),
+    Route("set_selection_policy", (Field("app_name", str), Field("policy", str),
+                                   Field("params", dict, {}))),
+    Route("get_selection_state", (Field("app_name", str), Field("uid", int, 0))),
 )
 PING_PATH = b"/admin/ping"
 

@@ -15,16 +15,18 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 import pluggy
 
 from clipper_core import plugins
-from clipper_core.batching.scheduler import NO_MODELS, Scheduler
+from clipper_core.batching.scheduler import NO_MODELS, VERSIONS_HEADER, Scheduler, VersionQueue
 from clipper_core.config import ClusterConfig
 from clipper_core.exceptions import ClipperError
 from clipper_core.frontend import codec
 from clipper_core.frontend.codec import JsonSemanticError
 from clipper_core.frontend.http import HttpServer, Request, Responder, error_body
 from clipper_core.frontend.routing import AppRoute, RoutingTable
+from clipper_core.frontend.selecting import Gather, versions_json
 from clipper_core.metrics import MetricsRegistry
 from clipper_core.rpc.router import RpcRouter
 from clipper_core.store.api import StateStore
@@ -46,11 +48,11 @@ _MAX_AWAITING_RELOAD = 1024
 class Pending:
     """One ``/predict`` request waiting for its predictions (or its deadline)."""
 
-    __slots__ = ("deadline", "defaults", "parts", "qid0", "remaining", "responder", "route",
-                 "start")
+    __slots__ = ("arms", "deadline", "defaults", "gather", "parts", "qid0", "queue",
+                 "remaining", "responder", "route", "start")
 
     def __init__(self, route: AppRoute, responder: Responder, n: int, qid0: int,
-                 start: float) -> None:
+                 start: float, queue: VersionQueue | None = None) -> None:
         self.route = route
         self.responder = responder
         #: The rendered predictions; None once the response is sent.
@@ -60,17 +62,41 @@ class Pending:
         self.start = start
         self.deadline = start + route.slo_s
         self.defaults = 0
+        #: The one version queue that answers (the default policy), else None.
+        self.queue = queue
+        #: With a per-query policy: its :class:`~clipper_core.frontend.selecting.Gather`,
+        #: and the arms whose answers went into the response.
+        self.gather: Gather | None = None
+        self.arms: set[str] = set()
 
     def resolve(self, index: int, fragment: bytes | None, explanation: str | None) -> None:
         parts = self.parts
         if parts is None or parts[index] is not None:
             return
-        if fragment is not None:
-            parts[index] = b'{"query_id":%d,"output":%b,"default":false}' % (
-                self.qid0 + index, fragment)
-        else:
+        if fragment is None:
             parts[index] = self.route.default_part(self.qid0 + index, explanation or NO_MODELS)
             self.defaults += 1
+        elif self.route.versions_in_body:
+            parts[index] = b'{"query_id":%d,"output":%b,"default":false,"model_versions":%b}' % (
+                self.qid0 + index, fragment, versions_json([self.queue.arm]))  # type: ignore[union-attr]
+        else:
+            parts[index] = b'{"query_id":%d,"output":%b,"default":false}' % (
+                self.qid0 + index, fragment)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.finish(parts)  # type: ignore[arg-type]
+
+    def resolve_selected(self, index: int, fragment: bytes, confidence: float,
+                         arms: list[str]) -> None:
+        """Answer input ``index`` with a policy's combination of ``arms``' answers."""
+        parts = self.parts
+        if parts is None or parts[index] is not None:
+            return
+        versions = b',"model_versions":%b' % versions_json(arms) if self.route.versions_in_body \
+            else b""
+        parts[index] = b'{"query_id":%d,"output":%b,"default":false,"confidence":%b%b}' % (
+            self.qid0 + index, fragment, orjson.dumps(round(confidence, 6)), versions)
+        self.arms.update(arms)
         self.remaining -= 1
         if self.remaining == 0:
             self.finish(parts)  # type: ignore[arg-type]
@@ -78,16 +104,23 @@ class Pending:
     def expire(self) -> None:
         parts = self.parts
         if parts is not None:
+            gather = self.gather
             for index, part in enumerate(parts):
-                if part is None:
+                if part is None and (gather is None or not gather.combine(index)):
                     self.resolve(index, None, SLO_EXPLANATION)
 
     def finish(self, parts: list[bytes]) -> None:
         self.parts = None
         n = len(parts)
         body = parts[0] if n == 1 else b'{"batch_predictions":[' + b",".join(parts) + b"]}"
-        self.responder.send(200, body)
+        if self.queue is not None:
+            headers = self.queue.versions_header if self.defaults < n else ()
+        else:
+            headers = ((VERSIONS_HEADER, ",".join(sorted(self.arms)).encode()),) \
+                if self.arms else ()
+        self.responder.send(200, body, extra_headers=headers)
         self.responder = None  # type: ignore[assignment]  # may stay in the route's deque
+        self.gather = None
         route = self.route
         route.latency.insert(int((route.loop.time() - self.start) * 1e6))
         route.throughput.mark(n)
@@ -228,6 +261,7 @@ class QueryFrontend:
             version = codec.requested_version(request)
             queue = (route.target if version is None
                      else self._routing.version_target(route, version))  # type: ignore[union-attr]
+            uid = codec.user_id(request) if route.selector is not None else 0
         except JsonSemanticError as exc:
             responder.send(400, codec.predict_error(exc.msg))
             return
@@ -244,7 +278,13 @@ class QueryFrontend:
             responder.send(200, b'{"batch_predictions":[]}')
             return
         now = self._loop.time()  # type: ignore[union-attr]
-        pending = Pending(route, responder, n, qid0, now)
+        if route.selector is not None and version is None:
+            pending = Pending(route, responder, n, qid0, now)
+            route.selector.predict(route.arms, inputs, uid, pending, now)
+            if pending.remaining:
+                route.watch(pending)
+            return
+        pending = Pending(route, responder, n, qid0, now, queue)
         if queue is None:
             for index in range(n):
                 pending.resolve(index, None, NO_MODELS)
@@ -264,9 +304,11 @@ class QueryFrontend:
 
     def _update(self, route: AppRoute, body: bytes, responder: Responder) -> None:
         try:
-            codec.feedback(codec.parse_object(body), route.decode_single)
+            uid, data, label = codec.feedback(codec.parse_object(body), route.decode_single)
         except JsonSemanticError as exc:
             responder.send(400, codec.update_error(exc.msg), _TEXT)
             return
         self._next_query_id += 1
+        if route.selector is not None:
+            route.selector.feedback(route.arms, uid, data, label, route.slo_s)
         responder.send(200, b"Feedback received? 1", _TEXT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -22,8 +23,10 @@ from clipper_core import plugins
 from clipper_core.batching.scheduler import Scheduler, VersionQueue
 from clipper_core.exceptions import PluginError, ValidationError
 from clipper_core.frontend.codec import decoder_for, render_output
+from clipper_core.frontend.selecting import Selector
 from clipper_core.metrics import MetricsRegistry
-from clipper_core.selection.api import SelectionPolicy
+from clipper_core.selection.api import SelectionPolicy, split_parameters
+from clipper_core.selection.states import PolicyStates
 from clipper_core.store.api import Change, StateStore, Subscription
 from clipper_core.types import Application, ModelVersion
 
@@ -38,19 +41,21 @@ _POLICY_ALIASES = {"DefaultOutputSelectionPolicy": "default"}
 _TIMER_SLACK_S = 0.001
 
 Snapshot = tuple[list[Application], dict[str, list[str]], list[ModelVersion],
-                 dict[str, str | None], dict[str, list[str]]]
+                 dict[str, str | None], dict[str, list[str]], dict[str, dict[str, str]]]
 
 
 class AppRoute:
     """Everything the hot path needs about one application, rebuilt on every reload."""
 
-    __slots__ = ("app", "decode_batch", "decode_single", "default_fragment", "default_ratio",
-                 "defaults", "expiring", "latency", "linked", "loop", "num_predictions",
-                 "policy", "policy_error", "slo_s", "target", "throughput", "timer")
+    __slots__ = ("app", "arms", "decode_batch", "decode_single", "default_fragment",
+                 "default_ratio", "defaults", "expiring", "latency", "linked", "loop",
+                 "num_predictions", "policy", "policy_error", "selector", "slo_s", "target",
+                 "throughput", "timer", "versions_in_body")
 
     def __init__(self, app: Application, linked: list[str], policy: SelectionPolicy | None,
                  policy_error: str | None, metrics: MetricsRegistry,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, selector: Selector | None = None,
+                 versions_in_body: bool = False) -> None:
         self.app = app
         self.loop = loop
         #: Unanswered requests in arrival order. All share the app's SLO, so this is also
@@ -63,7 +68,13 @@ class AppRoute:
         self.linked = linked
         self.policy = policy
         self.policy_error = policy_error
-        #: The version queue queries of this application go to (None: default output).
+        #: Set when the policy chooses per query; None for the default policy.
+        self.selector = selector
+        self.versions_in_body = versions_in_body
+        #: The linked models' serving version queues, by arm name, in link order.
+        self.arms: dict[str, VersionQueue] = {}
+        #: The version queue queries of this application go to, when the policy does not
+        #: choose per query (None: default output).
         self.target: VersionQueue | None = None
         prefix = f"app:{app.name}:"
         self.latency = metrics.histogram(prefix + "prediction_latency")
@@ -118,6 +129,10 @@ class RoutingTable:
         self._versions: dict[str, set[str]] = {}
         self._current: dict[str, str | None] = {}
         self._order: dict[str, list[str]] = {}
+        #: Per-query selectors by application, kept across reloads while the policy and its
+        #: parameters stay the same (what they learned survives).
+        self._selectors: dict[str, tuple[tuple[str, str], Selector]] = {}
+        self._rng = random.Random()
         self._subscription: Subscription | None = None
         self._reloading = False
         self._reload_again = False
@@ -139,9 +154,17 @@ class RoutingTable:
         if change.kind == "replica":
             return
         try:
-            self.loop.call_soon_threadsafe(self.reload)
+            if change.kind == "policy_state":
+                self.loop.call_soon_threadsafe(self._refresh_states, change.name)
+            else:
+                self.loop.call_soon_threadsafe(self.reload)
         except RuntimeError:  # the loop is closed: the frontend stopped
             pass
+
+    def _refresh_states(self, app_name: str) -> None:
+        entry = self._selectors.get(app_name)
+        if entry is not None:
+            entry[1].states.refresh()
 
     @property
     def reloads_waiting(self) -> int:
@@ -182,24 +205,37 @@ class RoutingTable:
         names = {v.name for v in versions}
         current = {name: store.get_current_version(name) for name in names}
         order = {name: store.activation_order(name) for name in names}
-        return apps, links, versions, current, order
+        states = {app.name: store.get_policy_states(app.name) for app in apps
+                  if _POLICY_ALIASES.get(app.policy, app.policy) != "default"}
+        return apps, links, versions, current, order, states
 
     def _apply(self, snapshot: Snapshot) -> None:
-        apps, links, versions, current, order = snapshot
+        apps, links, versions, current, order, states = snapshot
         paths: dict[bytes, tuple[AppRoute, bool]] = {}
         by_name: dict[str, AppRoute] = {}
+        selectors: dict[str, tuple[tuple[str, str], Selector]] = {}
         for app in apps:
-            policy, policy_error = None, None
+            policy, policy_error, selector, in_body = None, None, None, False
             try:
-                policy = self.policies.get(_POLICY_ALIASES.get(app.policy, app.policy))(app)
+                frontend_params, params = split_parameters(orjson.loads(app.policy_params))
+                in_body = frontend_params["versions_in_body"]
+                name = _POLICY_ALIASES.get(app.policy, app.policy)
+                policy = self.policies.get(name)(**params)
+                if policy.routes_per_query:
+                    selector = self._selector(app, policy, frontend_params,
+                                              states.get(app.name, {}))
+                    selectors[app.name] = ((app.policy, app.policy_params), selector)
             except PluginError:
                 policy_error = f"{app.policy} is an invalid selection_policy."
+            except (ValidationError, orjson.JSONDecodeError, TypeError) as exc:
+                policy_error = f"The selection policy of {app.name} is misconfigured: {exc}"
             route = AppRoute(app, list(links.get(app.name, ())), policy, policy_error,
-                             self.metrics, self.loop)
+                             self.metrics, self.loop, selector, in_body)
             by_name[app.name] = route
             base = b"/" + app.name.encode()
             for suffix, is_predict in ((b"/predict", True), (b"/update", False)):
                 paths[base + suffix] = paths[base + suffix + b"/"] = (route, is_predict)
+        self._selectors = selectors
         self._versions = {}
         for mv in versions:
             self._versions.setdefault(mv.name, set()).add(mv.version)
@@ -211,22 +247,37 @@ class RoutingTable:
         self.paths = paths
         self.reroute()
 
+    def _selector(self, app: Application, policy: SelectionPolicy, params: dict[str, object],
+                  stored: dict[str, str]) -> Selector:
+        """The application's selector: the one it had if its policy did not change."""
+        kept = self._selectors.get(app.name)
+        if kept is not None and kept[0] == (app.policy, app.policy_params):
+            return kept[1]
+        states = PolicyStates(app.name, policy, self.store, self.executor, self.loop)
+        states.load(stored)
+        return Selector(policy, states, self.scheduler, self.loop,
+                        per_user=bool(params["per_user"]), seed=params["seed"])  # type: ignore[arg-type]
+
     # -- routing ----------------------------------------------------------------------------
     def reroute(self) -> None:
         """Point every application at the version that should serve it now (rollout)."""
         queues = self.scheduler.queues
         for route in self.apps.values():
-            candidates: list[VersionQueue] = []
+            arms: dict[str, VersionQueue] = {}
             for model in route.linked:
                 current = self._current.get(model)
                 order = ([current] if current else []) + self._order.get(model, [])
                 for version in order:
                     queue = queues.get((model, version))
                     if queue is not None and queue.replicas:
-                        candidates.append(queue)
+                        arms[queue.arm] = queue
                         break
-            selected = route.policy.select(candidates) if route.policy is not None else ()
-            route.target = selected[0] if selected else None
+            route.arms = arms
+            target = None
+            if route.policy is not None and route.selector is None and arms:
+                chosen = route.policy.select(None, list(arms), self._rng)
+                target = arms[chosen[0]] if chosen else None
+            route.target = target
 
     def version_target(self, route: AppRoute, version: str) -> VersionQueue | None:
         """The queue of ``version`` of the application's model (a query that pins a version)."""

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
-from typing import TypeVar
 
 from clipper_core.hookspecs import hookimpl
-from clipper_core.selection.api import SelectionPolicy
-
-T = TypeVar("T")
+from clipper_core.selection.api import SelectionPolicy, State
 
 
 class DefaultPolicy(SelectionPolicy):
-    """Query the first linked model; without one, answer with the default output."""
+    """Query the first linked model; without one, answer with the default output.
+
+    It chooses when the routing changes, not per query, keeps no state and ignores feedback:
+    an application with this policy costs the query path nothing.
+    """
 
     name = "default"
+    parameters = {}
+    routes_per_query = False
+    learns = False
 
-    def select(self, candidates: Sequence[T]) -> Sequence[T]:
-        return candidates[:1]
+    def select(self, state: State | None, arms: Sequence[str],
+               rng: random.Random) -> Sequence[str]:
+        return arms[:1]
 
 
 @hookimpl

@@ -86,6 +86,21 @@ class StateStore(ABC):
     @abstractmethod
     def apps_linked_to(self, model_name: str) -> list[str]: ...
 
+    # -- selection policies ---------------------------------------------------------------
+    @abstractmethod
+    def set_selection_policy(self, app_name: str, policy: str, params: str) -> None:
+        """Give an application a policy (``params``: a JSON object) and forget its learned
+        state; NotFoundError if the application does not exist."""
+
+    @abstractmethod
+    def put_policy_state(self, app_name: str, key: str, state: str) -> None:
+        """Store one learned state (JSON) of an application's policy; ``key`` is ``""`` or a
+        user id. Publishes ``Change("policy_state", app_name)``."""
+
+    @abstractmethod
+    def get_policy_states(self, app_name: str) -> dict[str, str]:
+        """Every learned state of an application's policy, by key ({} if none)."""
+
     # -- model versions -----------------------------------------------------------------
     @abstractmethod
     def add_model_version(self, model: ModelVersion) -> None:

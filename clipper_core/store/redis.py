@@ -10,6 +10,7 @@ Key layout, under a prefix (``clipper:`` unless the URL says ``?prefix=...``)::
     <p>replicas              hash  json [name, version, id] -> "<seq> <json>"
     <p>replica_ids           hash  json [name, version] -> ids handed out so far
     <p>seq                   counter behind every "<seq>" and score (registration order)
+    <p>policy:<app>          hash  key ("" or a user id) -> learned policy state (json)
 
 Every write is one Lua script: it checks, writes and ``PUBLISH``es its change on the channel
 ``<p>changes`` atomically. Each store object with subscribers runs one listener thread;
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import attrs
 import orjson
 import redis
 
@@ -102,6 +104,21 @@ _REMOVE_REPLICA = """
 if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 then redis.call('PUBLISH', ARGV[1], ARGV[3]) end
 return 'OK'
 """
+# KEYS: apps, policy states of the app; ARGV: channel, app name, app json, change.
+_SET_POLICY = """
+local old = redis.call('HGET', KEYS[1], ARGV[2])
+if not old then return 'NOTFOUND' end
+redis.call('HSET', KEYS[1], ARGV[2], string.sub(old, 1, string.find(old, ' ')) .. ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[4])
+return 'OK'
+"""
+# KEYS: policy states of the app; ARGV: channel, key, state, change.
+_PUT_POLICY_STATE = """
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[4])
+return 'OK'
+"""
 # KEYS: replicas; ARGV: channel, frontend id.
 _CLEAR_REPLICAS = """
 local all = redis.call('HGETALL', KEYS[1])
@@ -141,7 +158,15 @@ def _unsequenced(value: str | None) -> dict[str, Any] | None:
 
 def _app(data: dict[str, Any]) -> Application:
     return Application(data["name"], InputType(data["input_type"]), data["default_output"],
-                       data["latency_slo_micros"], data["policy"])
+                       data["latency_slo_micros"], data["policy"],
+                       data.get("policy_params", "{}"))
+
+
+def _app_json(app: Application) -> str:
+    return orjson.dumps({"name": app.name, "input_type": int(app.input_type),
+                         "default_output": app.default_output,
+                         "latency_slo_micros": app.latency_slo_micros, "policy": app.policy,
+                         "policy_params": app.policy_params}).decode()
 
 
 def _model(data: dict[str, Any]) -> ModelVersion:
@@ -172,7 +197,8 @@ class RedisStore(StateStore):
                 ("delete_link", _DELETE_LINK), ("add_model", _ADD_MODEL),
                 ("set_current", _SET_CURRENT), ("delete_model", _DELETE_MODEL),
                 ("add_replica", _ADD_REPLICA), ("remove_replica", _REMOVE_REPLICA),
-                ("clear_replicas", _CLEAR_REPLICAS))
+                ("clear_replicas", _CLEAR_REPLICAS), ("set_policy", _SET_POLICY),
+                ("put_policy_state", _PUT_POLICY_STATE))
         }
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
@@ -208,16 +234,13 @@ class RedisStore(StateStore):
 
     # -- applications -------------------------------------------------------------------
     def add_application(self, app: Application) -> None:
-        data = {"name": app.name, "input_type": int(app.input_type),
-                "default_output": app.default_output,
-                "latency_slo_micros": app.latency_slo_micros, "policy": app.policy}
         result = self._run("add_app", [self._k("apps"), self._k("seq")],
-                           [app.name, orjson.dumps(data).decode(),
-                            self._change("application", app.name)])
+                           [app.name, _app_json(app), self._change("application", app.name)])
         if result == "CONFLICT":
             raise ConflictError(f"application '{app.name}' already exists")
 
     def delete_application(self, name: str) -> None:
+        self._client.delete(self._k("policy", name))
         result = self._run("delete_app", [self._k("apps"), self._k("links", name)],
                            [name, self._change("application", name), self._change("link", name)])
         if result == "NOTFOUND":
@@ -229,6 +252,24 @@ class RedisStore(StateStore):
 
     def list_applications(self) -> list[Application]:
         return [_app(data) for data in _sequenced(self._client.hgetall(self._k("apps")))]
+
+    # -- selection policies ---------------------------------------------------------------
+    def set_selection_policy(self, app_name: str, policy: str, params: str) -> None:
+        app = self.get_application(app_name)
+        if app is None:
+            raise NotFoundError(f"Application '{app_name}' does not exist")
+        app = attrs.evolve(app, policy=policy, policy_params=params)
+        result = self._run("set_policy", [self._k("apps"), self._k("policy", app_name)],
+                           [app_name, _app_json(app), self._change("application", app_name)])
+        if result == "NOTFOUND":
+            raise NotFoundError(f"Application '{app_name}' does not exist")
+
+    def put_policy_state(self, app_name: str, key: str, state: str) -> None:
+        self._run("put_policy_state", [self._k("policy", app_name)],
+                  [key, state, self._change("policy_state", app_name)])
+
+    def get_policy_states(self, app_name: str) -> dict[str, str]:
+        return self._client.hgetall(self._k("policy", app_name))
 
     # -- links --------------------------------------------------------------------------
     def add_link(self, app_name: str, model_name: str) -> None:

@@ -84,6 +84,12 @@ CREATE TABLE IF NOT EXISTS replica_ids (
     next_id INTEGER NOT NULL,
     PRIMARY KEY (model_name, model_version)
 );
+CREATE TABLE IF NOT EXISTS policy_states (
+    app_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (app_name, key)
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -126,6 +132,10 @@ class SQLiteStore(StateStore):
         self._conn = _connect(self.path)
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(applications)")}
+        if "policy_params" not in columns:  # a file written before policies had parameters
+            self._conn.execute("ALTER TABLE applications ADD COLUMN policy_params TEXT NOT NULL "
+                               "DEFAULT '{}'")
         self._subscribers: list[Subscription] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -177,9 +187,9 @@ class SQLiteStore(StateStore):
             try:
                 cur.execute(
                     "INSERT INTO applications (name, input_type, default_output, "
-                    "latency_slo_micros, policy) VALUES (?, ?, ?, ?, ?)",
+                    "latency_slo_micros, policy, policy_params) VALUES (?, ?, ?, ?, ?, ?)",
                     (app.name, int(app.input_type), app.default_output,
-                     app.latency_slo_micros, app.policy))
+                     app.latency_slo_micros, app.policy, app.policy_params))
             except sqlite3.IntegrityError:
                 raise ConflictError(f"application '{app.name}' already exists") from None
             self._changed(cur, "application", app.name)
@@ -190,19 +200,39 @@ class SQLiteStore(StateStore):
             if cur.rowcount == 0:
                 raise NotFoundError(f"Application '{name}' does not exist")
             self._changed(cur, "application", name)
+            cur.execute("DELETE FROM policy_states WHERE app_name = ?", (name,))
             cur.execute("DELETE FROM links WHERE app_name = ?", (name,))
             if cur.rowcount:
                 self._changed(cur, "link", name)
 
     def get_application(self, name: str) -> Application | None:
-        rows = self._read("SELECT name, input_type, default_output, latency_slo_micros, policy "
-                          "FROM applications WHERE name = ?", (name,))
+        rows = self._read(f"SELECT {_APP_COLUMNS} FROM applications WHERE name = ?", (name,))
         return _application(rows[0]) if rows else None
 
     def list_applications(self) -> list[Application]:
-        rows = self._read("SELECT name, input_type, default_output, latency_slo_micros, policy "
-                          "FROM applications ORDER BY seq")
+        rows = self._read(f"SELECT {_APP_COLUMNS} FROM applications ORDER BY seq")
         return [_application(row) for row in rows]
+
+    # -- selection policies ---------------------------------------------------------------
+    def set_selection_policy(self, app_name: str, policy: str, params: str) -> None:
+        with self._write() as cur:
+            cur.execute("UPDATE applications SET policy = ?, policy_params = ? WHERE name = ?",
+                        (policy, params, app_name))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"Application '{app_name}' does not exist")
+            cur.execute("DELETE FROM policy_states WHERE app_name = ?", (app_name,))
+            self._changed(cur, "application", app_name)
+
+    def put_policy_state(self, app_name: str, key: str, state: str) -> None:
+        with self._write() as cur:
+            cur.execute("INSERT OR REPLACE INTO policy_states (app_name, key, state) "
+                        "VALUES (?, ?, ?)", (app_name, key, state))
+            self._changed(cur, "policy_state", app_name)
+
+    def get_policy_states(self, app_name: str) -> dict[str, str]:
+        rows = self._read("SELECT key, state FROM policy_states WHERE app_name = ?",
+                          (app_name,))
+        return dict(rows)
 
     # -- links --------------------------------------------------------------------------
     def add_link(self, app_name: str, model_name: str) -> None:
@@ -410,12 +440,13 @@ class SQLiteStore(StateStore):
             self._conn.close()
 
 
+_APP_COLUMNS = "name, input_type, default_output, latency_slo_micros, policy, policy_params"
 _MODEL_COLUMNS = "name, version, input_type, labels, image, batch_size, model_data_path"
 
 
 def _application(row: tuple) -> Application:
-    name, input_type, default_output, slo, policy = row
-    return Application(name, InputType(input_type), default_output, slo, policy)
+    name, input_type, default_output, slo, policy, params = row
+    return Application(name, InputType(input_type), default_output, slo, policy, params)
 
 
 def _model(row: tuple) -> ModelVersion:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 from clipper_core import plugins
 from clipper_core.cache.api import entry_size
 from clipper_core.cache.lru import LRUCache
 from clipper_core.selection.default import DefaultPolicy
-from clipper_core.types import Application, InputType
 
 
 def key(data: bytes) -> tuple[str, str, int, bytes]:
@@ -57,9 +58,9 @@ def test_replacing_an_entry_keeps_the_accounting() -> None:
 
 
 def test_default_policy_picks_the_first_candidate() -> None:
-    policy = DefaultPolicy(Application("a", InputType.DOUBLES, "d", 1000))
-    assert list(policy.select(["v1", "v2"])) == ["v1"]
-    assert list(policy.select([])) == []
+    policy = DefaultPolicy()
+    assert list(policy.select(None, ["m:1", "n:1"], random.Random())) == ["m:1"]
+    assert not policy.routes_per_query and not policy.learns
 
 
 def test_cached_fragments_do_not_keep_orjson_buffers() -> None:

@@ -19,8 +19,9 @@ class Recorder:
         self.sent: list[tuple[int, bytes]] = []
         self.at = 0.0
 
-    def send(self, status: int, body: bytes) -> None:
+    def send(self, status: int, body: bytes, extra_headers: object = ()) -> None:
         self.sent.append((status, body))
+        self.headers = extra_headers
         self.at = asyncio.get_running_loop().time()
 
 
