@@ -73,7 +73,14 @@ def clipper_register_backends() -> list[type[ContainerManager]]:
 def clipper_register_selection_policies() -> list[type[SelectionPolicy]]:
     """Return the :class:`~clipper_core.selection.api.SelectionPolicy` classes this plugin provides.
 
-    Called once when the query frontend starts; an application's ``policy`` names one.
+    Called once when the query frontend starts, and by the management API to check
+    ``set_selection_policy``; an application's ``policy`` names one. The frontend then calls
+    the policy object directly: ``select`` per query (or per routing change for a policy
+    whose ``routes_per_query`` is False), ``combine`` when the chosen models answered or the
+    SLO ran out, ``observe`` per feedback. See ``docs/selection.md``.
+
+    Use in: ``clipper_core.selection.bandits`` returns ``[Exp3Policy, EpsilonGreedyPolicy,
+    UCB1Policy, ThompsonSamplingPolicy]``.
     """
 
 

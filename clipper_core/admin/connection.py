@@ -198,8 +198,9 @@ class ClipperConnection:
         self.logger.info("Application %s now selects models with policy %s", app_name, policy)
 
     def get_selection_state(self, app_name: str, uid: int = 0) -> dict[str, Any]:
-        """What ``app_name``'s policy has learned (for user ``uid`` with ``per_user``):
-        ``{"version": n, "state": {...}}``, or {} before any feedback was stored."""
+        """``app_name``'s policy, its parameters and what it learned (for user ``uid`` with
+        ``per_user``): ``{"policy", "params", "learned": {"version": n, "state": {...}}}``;
+        ``learned`` is {} before any feedback was stored."""
         return self._post("get_selection_state", {"app_name": app_name, "uid": uid}).json()
 
     # -- models -------------------------------------------------------------------------

@@ -102,8 +102,7 @@ class ManagementService:
         single = app.policy in ("default", "DefaultOutputSelectionPolicy")
         if single and len(model_names) > 1:
             msg = ("Applications must be linked with at most one model. Attempted to add "
-                   f"links to {len(model_names)} models. Give the application a selection "
-                   "policy that uses several models first (set_selection_policy)")
+                   f"links to {len(model_names)} models.")
             raise ValidationError(msg)
         existing = self.store.get_links(app_name)
         for model_name in model_names:
@@ -241,8 +240,6 @@ class ManagementService:
             "latency_slo_micros": app.latency_slo_micros,
             "name": app.name,
             "linked_models": self.store.get_links(app.name),
-            "selection_policy": app.policy,
-            "selection_params": orjson.loads(app.policy_params),
         }
 
     def get_linked_models(self, app_name: str) -> list[str]:
@@ -290,14 +287,16 @@ class ManagementService:
         return f"Successfully set the selection policy of '{app_name}' to '{policy}'"
 
     def get_selection_state(self, app_name: str, uid: int) -> dict[str, Any]:
-        """The learned state of the application's policy for ``uid`` ({} if none yet)."""
+        """The application's policy, its parameters and what it learned for ``uid``
+        (``learned`` is {} before the first feedback is stored)."""
         app = self.store.get_application(app_name)
         if app is None:
             raise NotFoundError(f"No app with name '{app_name}' exists.")
         frontend, _ = split_parameters(orjson.loads(app.policy_params))
         stored = self.store.get_policy_states(app_name).get(str(uid) if frontend["per_user"]
                                                              else "")
-        return {} if stored is None else orjson.loads(stored)
+        return {"policy": app.policy, "params": orjson.loads(app.policy_params),
+                "learned": {} if stored is None else orjson.loads(stored)}
 
     def get_state(self, app_name: str, uid: int) -> str:
         """The app's default output (personalized state is not supported: ``uid`` is ignored)."""

@@ -16,7 +16,7 @@ import attrs
 from clipper_core.types import Application, ModelVersion, Replica
 
 #: What changed: one of these kinds, plus the name of the app or model concerned.
-CHANGE_KINDS = ("application", "link", "model", "replica")
+CHANGE_KINDS = ("application", "link", "model", "replica", "policy_state")
 
 
 @attrs.frozen

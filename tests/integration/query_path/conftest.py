@@ -27,7 +27,7 @@ from clipper_core.deployers.api import write_bundle
 from clipper_core.deployers.python import PythonDeployer
 from clipper_core.frontend.query import QueryFrontend
 from clipper_core.plugins import get_plugin_manager
-from clipper_core.store.sqlite import SQLiteStore
+from clipper_core.store import open_store
 from clipper_core.types import Application, InputType, ModelVersion
 
 PR_SET_PDEATHSIG = 1
@@ -53,11 +53,12 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "c
 class Cluster:
     """A query frontend running on its own uvloop thread, and the replicas the test starts."""
 
-    def __init__(self, tmp: Path, **config: Any) -> None:
+    def __init__(self, tmp: Path, store_url: str | None = None, **config: Any) -> None:
         self.tmp = tmp
-        self.store = SQLiteStore(tmp / "state.db")
+        store_url = store_url or f"sqlite:///{tmp}/state.db"
+        self.store = open_store(store_url, get_plugin_manager(load_entrypoints=False))
         self.config = ClusterConfig(bind_host="127.0.0.1", query_port=0, rpc_port=0,
-                                    store_url=f"sqlite:///{tmp}/state.db", **config)
+                                    store_url=store_url, **config)
         self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -153,8 +154,8 @@ class Cluster:
 def _factory(tmp: pytest.TempPathFactory) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
-    def make(**config: Any) -> Cluster:
-        cluster = Cluster(tmp.mktemp("cluster"), **config)
+    def make(store_url: str | None = None, **config: Any) -> Cluster:
+        cluster = Cluster(tmp.mktemp("cluster"), store_url, **config)
         clusters.append(cluster)
         return cluster
 
