@@ -151,11 +151,16 @@ class ClipperConnection:
 
     # -- applications -------------------------------------------------------------------
     def register_application(self, name: str, input_type: str, default_output: str,
-                             slo_micros: int) -> None:
+                             slo_micros: int, selection_policy: str = "default",
+                             selection_params: dict[str, Any] | None = None) -> None:
+        """Register an application; ``selection_policy`` and ``selection_params`` (optional,
+        new) give it a policy at once, as :meth:`set_selection_policy` would."""
         self._post("add_app", {"name": name, "input_type": input_type,
                                "default_output": default_output,
                                "latency_slo_micros": slo_micros})
         self.logger.info("Application %s was successfully registered", name)
+        if selection_policy != "default" or selection_params:
+            self.set_selection_policy(name, selection_policy, **(selection_params or {}))
 
     def unregister_application(self, name: str) -> None:
         self._post("delete_app", {"name": name})

@@ -255,7 +255,7 @@ class RoutingTable:
             return kept[1]
         states = PolicyStates(app.name, policy, self.store, self.executor, self.loop)
         states.load(stored)
-        return Selector(policy, states, self.scheduler, self.loop,
+        return Selector(policy, states, self.scheduler, self.loop, self.metrics,
                         per_user=bool(params["per_user"]), seed=params["seed"])  # type: ignore[arg-type]
 
     # -- routing ----------------------------------------------------------------------------

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 
 from clipper_core.batching.scheduler import NO_MODELS, Scheduler, VersionQueue
+from clipper_core.metrics import Counter, MetricsRegistry, RatioCounter
 from clipper_core.selection.api import SelectionPolicy, State
 from clipper_core.selection.states import PolicyStates
 
@@ -28,14 +29,27 @@ class Selector:
     """One application's policy, its learned states and the per-query work it asks for."""
 
     def __init__(self, policy: SelectionPolicy, states: PolicyStates, scheduler: Scheduler,
-                 loop: asyncio.AbstractEventLoop, *, per_user: bool,
+                 loop: asyncio.AbstractEventLoop, metrics: MetricsRegistry, *, per_user: bool,
                  seed: int | None) -> None:
+        self.metrics = metrics
+        self._arm_metrics: dict[str, ArmMetrics] = {}
         self.policy = policy
         self.states = states
         self.scheduler = scheduler
         self.loop = loop
         self.per_user = per_user
         self.rng = random.Random(seed)
+
+    def arm_metrics(self, arm: str) -> ArmMetrics:
+        """``app:<app>:arm:<model>:<version>:`` num_queries, num_feedback, mean_reward."""
+        found = self._arm_metrics.get(arm)
+        if found is None:
+            prefix = f"app:{self.states.app_name}:arm:{arm}:"
+            found = self._arm_metrics[arm] = ArmMetrics(
+                self.metrics.counter(prefix + "num_queries"),
+                self.metrics.counter(prefix + "num_feedback"),
+                self.metrics.ratio(prefix + "mean_reward"))
+        return found
 
     def key(self, uid: int) -> str:
         return str(uid) if self.per_user else ""
@@ -60,6 +74,7 @@ class Selector:
         scheduler = self.scheduler
         for arm, indices in by_arm.items():
             queue = arms[arm]
+            self.arm_metrics(arm).queries.count += len(indices)
             waiter = ArmWaiter(gather, arm, indices)
             if not scheduler.has_room(queue, len(indices)):
                 for i in range(len(indices)):
@@ -88,6 +103,14 @@ class Selector:
                                               _Slot(learn, index))
             else:
                 learn.resolve(index, None, "queue full")
+
+
+class ArmMetrics(NamedTuple):
+    """Per-arm metrics of an application with a per-query policy."""
+
+    queries: Counter
+    feedback: Counter
+    reward: RatioCounter
 
 
 class Gather:
@@ -168,6 +191,10 @@ class Learn:
             state = selector.states.get(self.key)  # may have been refreshed from the store
             selector.policy.observe(state, self.outputs, self.label, selector.rng)
             selector.states.changed(self.key)
+            for arm, output in self.outputs.items():
+                metrics = selector.arm_metrics(arm)
+                metrics.feedback.count += 1
+                metrics.reward.increment(selector.policy.reward(output, self.label), 1)
 
 
 class _Slot:

@@ -76,11 +76,16 @@ def test_exp4_ensemble_combines_three_models_and_says_which(
     for _ in range(20):  # model c is right every time: its weight grows
         assert cluster.post("/ens/update", {"uid": 0, "input": [3.0], "label": 0.0}).text == \
             "Feedback received? 1"
-    stored = wait_for(lambda: cluster.store.get_policy_states("ens").get(""),
-                      what="the learned state in the store")
+    stored = wait_for(lambda: (text := cluster.store.get_policy_states("ens").get("")) and
+                      orjson.loads(text)["version"] == 20 and text,
+                      what="all 20 feedbacks learned and stored")
     doc = orjson.loads(stored)
     losses = {arm: stats["loss"] for arm, stats in doc["state"]["arms"].items()}
     assert losses["c:1"] == 0.0 and losses["a:1"] > 5 and doc["version"] >= 1
+    assert float(cluster.metric("app:ens:arm:c:1:mean_reward")["ratio"]) == 1.0
+    assert float(cluster.metric("app:ens:arm:a:1:mean_reward")["ratio"]) == 0.0
+    assert int(cluster.metric("app:ens:arm:b:1:num_feedback")["count"]) == 20
+    assert int(cluster.metric("app:ens:arm:b:1:num_queries")["count"]) >= 2
 
 
 def test_answer_at_the_slo_with_the_models_that_made_it(

@@ -326,3 +326,23 @@ def test_get_status(mgmt) -> None:
     mgmt.store.add_replica(Replica("m", "2", 0, InputType.DOUBLES, "fe"))
     assert mgmt.ok("get_status", {}) == {"applications": 2, "links": 1, "models": 2,
                                          "model_versions": 3, "replicas": 1}
+
+
+def test_selection_policy_routes_and_several_links(mgmt) -> None:
+    add_app(mgmt)
+    add_model(mgmt, "m")
+    add_model(mgmt, "n")
+    assert mgmt.error("set_selection_policy", {"app_name": "app", "policy": "nope"}).startswith(
+        "No selection policy named 'nope' is installed")
+    assert "has no parameter alpha" in mgmt.error(
+        "set_selection_policy", {"app_name": "app", "policy": "exp3", "params": {"alpha": 1}})
+    assert "expected type object" in mgmt.error(
+        "set_selection_policy", {"app_name": "app", "policy": "exp3", "params": [1]})
+    assert mgmt.ok("set_selection_policy", {"app_name": "app", "policy": "thompson",
+                                            "params": {"per_user": True}}) == \
+        "Successfully set the selection policy of 'app' to 'thompson'"
+    assert mgmt.ok("get_selection_state", {"app_name": "app", "uid": 3}) == {
+        "policy": "thompson", "params": {"per_user": True}, "learned": {}}
+    assert link(mgmt, models=("m", "n")).text == \
+        "Successfully linked model with name 'm', 'n' to application 'app'"
+    assert mgmt.ok("get_linked_models", {"app_name": "app"}) == ["m", "n"]
