@@ -12,7 +12,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "tests", "browser", "docker", "plugins", "mxnet"]
+nox.options.sessions = ["lint", "tests", "browser", "docker", "plugins", "mxnet", "k8s"]
 
 ROOT = Path(__file__).parent
 #: Plugins tested by the ``plugins`` session, with what each needs installed first.
@@ -60,6 +60,20 @@ def docker(session: nox.Session) -> None:
     session.run("bash", "scripts/build-base-image.sh", external=True)
     session.install("-e", ".[test]")
     session.run(*PYTEST, "tests", "-m", "docker", *session.posargs)
+
+
+@nox.session
+def k8s(session: nox.Session) -> None:
+    """The Kubernetes backend on the local cluster of scripts/kube-local.sh (its first build
+    compiles Kubernetes, ~5 min of CPU; the binaries are cached in ~/.cache/clipper-kube)."""
+    session.run("bash", "scripts/ensure-docker.sh", external=True)
+    session.run("bash", "scripts/build-base-image.sh", external=True)
+    session.run("bash", "scripts/kube-local.sh", "build", external=True)
+    session.run("bash", "-c", "command -v docker-registry >/dev/null || { apt-get update -qq && "
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry; }",
+                external=True)
+    session.install("-e", ".[test]", "-e", "plugins/clipper-backend-k8s[test]")
+    session.run(*PYTEST, "plugins/clipper-backend-k8s/tests", *session.posargs)
 
 
 @nox.session

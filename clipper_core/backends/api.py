@@ -30,6 +30,8 @@ CLIPPER_NAME_LABEL = "ai.clipper.name"
 CLIPPER_MODEL_CONTAINER_LABEL = "ai.clipper.model_container.label"
 CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL = "ai.clipper.query_frontend.label"
 CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL = "ai.clipper.management_frontend.label"
+#: Which query frontend (``0``, ``1``...) a frontend is, or which one a model replica serves.
+CLIPPER_QUERY_FRONTEND_ID_LABEL = "ai.clipper.query_frontend.id"
 CLIPPER_DOCKER_PORT_LABELS = {
     "redis": "ai.clipper.redis.port",
     "query_rest": "ai.clipper.query_frontend.query.port",
@@ -174,6 +176,11 @@ class ContainerManager(ABC):
     @abstractmethod
     def get_query_addr(self) -> str:
         """``host:port`` of the query frontend."""
+
+    def get_query_addrs(self) -> list[str]:
+        """``host:port`` of every entry point for queries (one per query frontend, or one
+        address that spreads queries over them)."""
+        return [self.get_query_addr()]
 
     def get_metric_addr(self) -> str:
         """``host:port`` serving metrics (the query frontend's ``/metrics``)."""

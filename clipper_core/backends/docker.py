@@ -6,8 +6,10 @@ A cluster is a set of containers on one Docker network, all labelled
     redis-<id>            clipper/redis (unless redis_ip is given)
     mgmt_frontend-<id>    clipper/server, CLIPPER_ROLES=management   1338 -> management port
     query_frontend-<id>   clipper/server, CLIPPER_ROLES=query        1337, 7000 -> query, RPC ports
+                          (one per num_frontend_replicas, label ai.clipper.query_frontend.id)
     supervisor-<id>       restarts the cluster's containers that die (docker_supervisor)
-    <model>_<version>-<id> one per replica, model label <model>_<version>, spec §5.1 environment
+    <model>_<version>-<id> one per replica and query frontend, model label <model>_<version>,
+                          spec §5.1 environment with CLIPPER_IP = that frontend
 
 Published host ports are found free at start (:func:`find_unbound_port`) and recorded in the
 containers' labels, from which :meth:`DockerContainerManager.connect` reads them back. Images
@@ -37,6 +39,7 @@ from clipper_core.backends.api import (
     CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL,
     CLIPPER_MODEL_CONTAINER_LABEL,
     CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL,
+    CLIPPER_QUERY_FRONTEND_ID_LABEL,
     REPLICA_LOG_TAIL,
     ClusterAdapter,
     ContainerManager,
@@ -90,7 +93,7 @@ class FluentdLogging:
                                               "fluentd-async": "true"}}
 
 
-def _is_default_frontend_image(image: str | None) -> bool:
+def is_default_frontend_image(image: str | None) -> bool:
     """The original's frontend image names (and None/"default") mean: our server image."""
     if not image or image == "default":
         return True
@@ -126,6 +129,8 @@ class DockerContainerManager(ContainerManager):
         self.clipper_query_port = clipper_query_port
         self.clipper_management_port = clipper_management_port
         self.clipper_rpc_port = clipper_rpc_port
+        #: Host query port of each query frontend, by frontend id (set by connect()).
+        self.query_ports: list[int] = [clipper_query_port]
         self.redis_ip = redis_ip
         self.external_redis = redis_ip is not None
         self.redis_port = redis_port
@@ -200,17 +205,13 @@ class DockerContainerManager(ContainerManager):
     ) -> None:
         """Start Redis (unless ``redis_ip``), the frontends and the supervisor; then connect.
 
-        Images missing locally are built (``frontend_exporter_image`` is not used: the query
-        frontend serves ``/metrics`` itself).
+        ``num_frontend_replicas`` query frontends share the Redis; frontend 0 publishes
+        ``clipper_query_port``/``clipper_rpc_port``, the others free ports
+        (:meth:`get_query_addrs`). Images missing locally are built (``frontend_exporter_image``
+        is not used: the query frontend serves ``/metrics`` itself).
         """
-        if num_frontend_replicas != 1:
-            msg = (
-                f"num_frontend_replicas={num_frontend_replicas}: the Docker backend runs exactly "
-                "one query frontend per cluster, because every model replica connects to one "
-                "query frontend (CLIPPER_IP) and Docker publishes a host port from one container "
-                "only. Use KubernetesContainerManager (pip install clipper-backend-k8s) to scale "
-                "frontends, or start several clusters"
-            )
+        if num_frontend_replicas < 1:
+            msg = f"num_frontend_replicas must be at least 1, got {num_frontend_replicas}"
             raise ClipperException(msg)
         if self._running_containers():
             msg = (
@@ -244,21 +245,26 @@ class DockerContainerManager(ContainerManager):
             environment={**common_env, "CLIPPER_ROLES": "management",
                          "CLIPPER_MANAGEMENT_HOST": "0.0.0.0",
                          "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})
-        query = self._run(
-            query_image, "query_frontend", {CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL: ""},
-            {CLIPPER_INTERNAL_QUERY_PORT: ("query_rest", self.clipper_query_port, None),
-             CLIPPER_INTERNAL_RPC_PORT: ("query_rpc", self.clipper_rpc_port, None)},
+        queries = [self._run(
+            query_image, "query_frontend",
+            {CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL: "", CLIPPER_QUERY_FRONTEND_ID_LABEL: str(i)},
+            {CLIPPER_INTERNAL_QUERY_PORT: ("query_rest", self.clipper_query_port if i == 0 else 0,
+                                           None),
+             CLIPPER_INTERNAL_RPC_PORT: ("query_rpc", self.clipper_rpc_port if i == 0 else 0,
+                                         None)},
             environment={**common_env, "CLIPPER_ROLES": "query", "CLIPPER_BIND_HOST": "0.0.0.0",
                          "CLIPPER_QUERY_PORT": str(CLIPPER_INTERNAL_QUERY_PORT),
                          "CLIPPER_RPC_PORT": str(CLIPPER_INTERNAL_RPC_PORT),
+                         "CLIPPER_FRONTEND_ID": str(i),
                          "CLIPPER_CACHE_SIZE": str(cache_size),
                          "CLIPPER_REQUEST_TIMEOUT_S": str(qf_http_timeout_request)})
+            for i in range(num_frontend_replicas)]
         self._run(
             supervisor_image, "supervisor", {CLIPPER_SUPERVISOR_LABEL: ""}, {},
             command=["python", "-m", "clipper_core.backends.docker_supervisor",
                      "--cluster", self.cluster_name],
             volumes={DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}})
-        for container in (mgmt, query):
+        for container in (mgmt, *queries):
             self._wait_running(container)
         self.connect()
 
@@ -272,8 +278,10 @@ class DockerContainerManager(ContainerManager):
             )
             raise ClipperException(msg)
         labels: dict[str, str] = {}
-        for container in containers:
-            labels.update(container.labels)
+        frontends = sorted((c for c in containers if CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL
+                            in c.labels), key=_frontend_id, reverse=True)
+        for container in [c for c in containers if c not in frontends] + frontends:
+            labels.update(container.labels)  # frontend 0's ports last, so they win
         ports = CLIPPER_DOCKER_PORT_LABELS
         if ports["query_rest"] not in labels or ports["management"] not in labels:
             msg = (
@@ -285,6 +293,7 @@ class DockerContainerManager(ContainerManager):
         self.clipper_query_port = int(labels[ports["query_rest"]])
         self.clipper_rpc_port = int(labels[ports["query_rpc"]])
         self.clipper_management_port = int(labels[ports["management"]])
+        self.query_ports = [int(c.labels[ports["query_rest"]]) for c in reversed(frontends)]
         if ports["redis"] in labels:
             self.redis_port = int(labels[ports["redis"]])
         has_fluentd = CLIPPER_FLUENTD_PORT_LABEL in labels
@@ -368,7 +377,8 @@ class DockerContainerManager(ContainerManager):
         self.set_num_replicas(name, version, input_type, image, num_replicas)
 
     def get_num_replicas(self, name: str, version: str) -> int:
-        return len(self._get_replicas(name, version))
+        """Replicas per query frontend (each frontend has its own ``num_replicas``)."""
+        return len(self._get_replicas(name, version, "0"))
 
     def replica_states(self, name: str, version: str) -> list[ReplicaState]:
         """A replica container has failed once it exited or Docker restarted it."""
@@ -388,34 +398,9 @@ class DockerContainerManager(ContainerManager):
     def set_num_replicas(
         self, name: str, version: str, input_type: str, image: str, num_replicas: int
     ) -> None:
-        """Add or remove replica containers of ``name:version`` until ``num_replicas`` run."""
+        """Add or remove replica containers of ``name:version`` until ``num_replicas`` run
+        for each query frontend."""
         version = str(version)
-        replicas = self._get_replicas(name, version)
-        missing = num_replicas - len(replicas)
-        if missing > 0:
-            self.logger.info("Found %d replicas for %s:%s. Adding %d", len(replicas), name,
-                             version, missing)
-            self.images.ensure_present(image)
-            added = [self._add_replica(name, version, input_type, image) for _ in range(missing)]
-            for container in added:
-                self._wait_running(container)
-        elif missing < 0:
-            self.logger.info("Found %d replicas for %s:%s. Removing %d", len(replicas), name,
-                             version, -missing)
-            # Not-running replicas go first, then the newest ones.
-            replicas.sort(key=lambda c: (c.status == "running", c.attrs["Created"]))
-            for container in replicas[:-missing]:
-                self._remove(container)
-
-    def _get_replicas(self, name: str, version: str) -> list[Any]:
-        """The model's replica containers, running or exited (not those being removed)."""
-        label = create_model_container_label(name, str(version))
-        containers = self.client.containers.list(all=True, filters={"label": [
-            f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}",
-            f"{CLIPPER_MODEL_CONTAINER_LABEL}={label}"]})
-        return [c for c in containers if c.status not in ("removing", "dead")]
-
-    def _add_replica(self, name: str, version: str, input_type: str, image: str) -> Any:
         frontends = self.client.containers.list(filters={"label": [
             f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}", CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL]})
         if not frontends:
@@ -424,11 +409,46 @@ class DockerContainerManager(ContainerManager):
                 f"{self.cluster_name!r} is not running. Call start_clipper() or connect() first"
             )
             raise ClipperException(msg)
+        added = []
+        for frontend in frontends:
+            frontend_id = _frontend_id(frontend)
+            replicas = self._get_replicas(name, version, frontend_id)
+            missing = num_replicas - len(replicas)
+            if missing > 0:
+                self.logger.info("Found %d replicas for %s:%s at query frontend %s. Adding %d",
+                                 len(replicas), name, version, frontend_id, missing)
+                self.images.ensure_present(image)
+                added += [self._add_replica(name, version, input_type, image, frontend)
+                          for _ in range(missing)]
+            elif missing < 0:
+                self.logger.info("Found %d replicas for %s:%s at query frontend %s. Removing %d",
+                                 len(replicas), name, version, frontend_id, -missing)
+                # Not-running replicas go first, then the newest ones.
+                replicas.sort(key=lambda c: (c.status == "running", c.attrs["Created"]))
+                for container in replicas[:-missing]:
+                    self._remove(container)
+        for container in added:
+            self._wait_running(container)
+
+    def _get_replicas(self, name: str, version: str, frontend_id: str | None = None
+                      ) -> list[Any]:
+        """The model's replica containers (at one query frontend, or at all of them), running
+        or exited (not those being removed)."""
+        label = create_model_container_label(name, str(version))
+        containers = self.client.containers.list(all=True, filters={"label": [
+            f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}",
+            f"{CLIPPER_MODEL_CONTAINER_LABEL}={label}"]})
+        return [c for c in containers if c.status not in ("removing", "dead")
+                and frontend_id in (None, _frontend_id(c))]
+
+    def _add_replica(self, name: str, version: str, input_type: str, image: str,
+                     frontend: Any) -> Any:
         label = create_model_container_label(name, version)
         return self._run(
-            image, label, {CLIPPER_MODEL_CONTAINER_LABEL: label}, {},
+            image, label, {CLIPPER_MODEL_CONTAINER_LABEL: label,
+                           CLIPPER_QUERY_FRONTEND_ID_LABEL: _frontend_id(frontend)}, {},
             environment={"CLIPPER_MODEL_NAME": name, "CLIPPER_MODEL_VERSION": version,
-                         "CLIPPER_IP": frontends[0].name, "CLIPPER_INPUT_TYPE": input_type},
+                         "CLIPPER_IP": frontend.name, "CLIPPER_INPUT_TYPE": input_type},
             restart_policy={"Name": "on-failure"})
 
     # -- logs and stopping ------------------------------------------------------------------
@@ -485,12 +505,17 @@ class DockerContainerManager(ContainerManager):
         return f"{self.public_hostname}:{self.clipper_management_port}"
 
     def get_query_addr(self) -> str:
+        """Query frontend 0's address."""
         return f"{self.public_hostname}:{self.clipper_query_port}"
+
+    def get_query_addrs(self) -> list[str]:
+        """Every query frontend's address, by frontend id."""
+        return [f"{self.public_hostname}:{port}" for port in self.query_ports]
 
     # -- internals --------------------------------------------------------------------------
 
     def _frontend_image(self, image: str | None) -> str:
-        if _is_default_frontend_image(image):
+        if is_default_frontend_image(image):
             return self.images.server()
         assert image is not None
         self.images.ensure_present(image)
@@ -610,6 +635,11 @@ class DockerContainerManager(ContainerManager):
             time.sleep(0.2)
         msg = f"Redis in container {container.name} did not answer within {CONTAINER_START_TIMEOUT_S}s"
         raise BackendError(msg)
+
+
+def _frontend_id(container: Any) -> str:
+    """The query frontend a frontend or replica container belongs to (``0`` when unlabelled)."""
+    return container.labels.get(CLIPPER_QUERY_FRONTEND_ID_LABEL, "0")
 
 
 @hookimpl

@@ -27,6 +27,7 @@ from clipper_core.backends.api import (
     CLIPPER_DOCKER_LABEL,
     CLIPPER_MODEL_CONTAINER_LABEL,
     CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL,
+    CLIPPER_QUERY_FRONTEND_ID_LABEL,
 )
 
 log = logging.getLogger("clipper.docker.supervisor")
@@ -80,7 +81,7 @@ class Supervisor:
         return {"label": [f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}", *labels]}
 
     def _check_frontend_addresses(self) -> None:
-        """Restart the replicas when a query frontend runs at another address than before."""
+        """Restart a query frontend's replicas when it runs at another address than before."""
         import docker.errors
 
         for frontend in self.client.containers.list(
@@ -89,10 +90,13 @@ class Supervisor:
             self._frontend_ips[frontend.id] = _addresses(frontend)
             if previous is None or previous == _addresses(frontend):
                 continue
-            log.info("Query frontend %s moved from %s to %s; restarting the replicas",
+            log.info("Query frontend %s moved from %s to %s; restarting its replicas",
                      frontend.name, previous, _addresses(frontend))
+            frontend_id = frontend.labels.get(CLIPPER_QUERY_FRONTEND_ID_LABEL, "0")
             for replica in self.client.containers.list(
                     filters=self._cluster_filter(CLIPPER_MODEL_CONTAINER_LABEL)):
+                if replica.labels.get(CLIPPER_QUERY_FRONTEND_ID_LABEL, "0") != frontend_id:
+                    continue
                 try:
                     replica.restart(timeout=2)
                 except docker.errors.APIError as exc:

@@ -98,6 +98,29 @@ def remove_model_images(cluster_name: str) -> None:
                 client.images.remove(tag)
 
 
+@contextmanager
+def local_registry(directory: Path) -> Iterator[str]:
+    """Debian's ``docker-registry`` on a free loopback port, storing its images in
+    ``directory``, for the block; yields its address ``localhost:<port>``."""
+    port = find_unbound_port(0)
+    config = directory / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {directory}/r\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield f"localhost:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 class DockerCluster:
     """A running Docker cluster: its ``ClipperConnection`` and queries over REST."""
 

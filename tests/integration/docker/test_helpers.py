@@ -6,7 +6,7 @@ import socket
 import zipfile
 from pathlib import Path
 
-from clipper_core.backends.docker import _is_default_frontend_image, find_unbound_port
+from clipper_core.backends.docker import find_unbound_port, is_default_frontend_image
 from clipper_core.backends.docker_images import _missing_requirements, image_tag
 
 
@@ -17,10 +17,10 @@ def test_image_tags_name_the_base_image_unless_default() -> None:
 
 
 def test_the_original_frontend_images_mean_our_server_image() -> None:
-    assert _is_default_frontend_image("clipper/query_frontend:develop")
-    assert _is_default_frontend_image("myreg:5000/ns/management_frontend")
-    assert _is_default_frontend_image(None)
-    assert not _is_default_frontend_image("me/my-frontend:1")
+    assert is_default_frontend_image("clipper/query_frontend:develop")
+    assert is_default_frontend_image("myreg:5000/ns/management_frontend")
+    assert is_default_frontend_image(None)
+    assert not is_default_frontend_image("me/my-frontend:1")
 
 
 def test_find_unbound_port_prefers_the_requested_port() -> None:

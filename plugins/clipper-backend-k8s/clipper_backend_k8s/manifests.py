@@ -1,0 +1,211 @@
+"""The Kubernetes objects of a Clipper cluster, as plain dicts (names and labels of spec §10.5).
+
+Every object carries ``ai.clipper.container.label=<cluster>`` and ``ai.clipper.name=<role>``::
+
+    redis-at-<cluster>                        Deployment + Service (port redis_port -> 6379)
+    mgmt-frontend-at-<cluster>                Deployment + Service (1338)
+    query-frontend-<i>-at-<cluster>           Deployment (frontend id i) + Service (RPC, 7000)
+    query-frontend-at-<cluster>               Service over every query frontend (1337)
+    mgmt-token-at-<cluster>                   Secret: the management API token
+    <model>-<version>-deployment-at-<i>-at-<cluster>
+                                              Deployment of a model version's replicas that
+                                              connect to query frontend i
+
+Pods address each other by ClusterIP, never by DNS name, so a cluster without cluster DNS
+works too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clipper_core.backends.api import (
+    CLIPPER_DOCKER_LABEL,
+    CLIPPER_INTERNAL_MANAGEMENT_PORT,
+    CLIPPER_INTERNAL_QUERY_PORT,
+    CLIPPER_INTERNAL_REDIS_PORT,
+    CLIPPER_INTERNAL_RPC_PORT,
+    CLIPPER_MODEL_CONTAINER_LABEL,
+    CLIPPER_NAME_LABEL,
+    CLIPPER_QUERY_FRONTEND_ID_LABEL,
+    create_model_container_label,
+)
+from clipper_core.runtime.config import DEFAULT_READY_FILE
+
+#: Key of the management token in the token Secret.
+TOKEN_KEY = "token"
+#: Service types the original accepted, per service key.
+SERVICE_KEYS = ("redis", "management", "query", "query-rpc", "metric")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+def redis_name(cluster: str) -> str:
+    return f"redis-at-{cluster}"
+
+
+def mgmt_name(cluster: str) -> str:
+    return f"mgmt-frontend-at-{cluster}"
+
+
+def query_name(cluster: str) -> str:
+    return f"query-frontend-at-{cluster}"
+
+
+def frontend_name(cluster: str, frontend_id: int) -> str:
+    return f"query-frontend-{frontend_id}-at-{cluster}"
+
+
+def token_name(cluster: str) -> str:
+    return f"mgmt-token-at-{cluster}"
+
+
+def model_name(cluster: str, name: str, version: str, frontend_id: int) -> str:
+    return f"{name}-{version}-deployment-at-{frontend_id}-at-{cluster}"
+
+
+def labels(cluster: str, role: str, **extra: str) -> dict[str, str]:
+    return {CLIPPER_DOCKER_LABEL: cluster, CLIPPER_NAME_LABEL: role, **extra}
+
+
+def selector(labels_: dict[str, str]) -> str:
+    """A label selector string: ``k=v`` pairs, or just ``k`` where the value is None."""
+    return ",".join(k if v is None else f"{k}={v}" for k, v in labels_.items())
+
+
+def _env(values: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def _probes(probe: dict[str, Any], startup_s: int) -> dict[str, Any]:
+    """Startup (up to ``startup_s``), readiness and liveness probes doing the same check.
+
+    Timeouts are generous: a frontend busy with load must not be killed for a slow answer.
+    """
+    return {
+        "startupProbe": {**probe, "periodSeconds": 2, "timeoutSeconds": 5,
+                         "failureThreshold": max(startup_s // 2, 1)},
+        "readinessProbe": {**probe, "periodSeconds": 2, "timeoutSeconds": 5,
+                           "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 10, "timeoutSeconds": 10,
+                          "failureThreshold": 6},
+    }
+
+
+def deployment(name: str, labels_: dict[str, str], container: dict[str, Any], replicas: int,
+               grace_s: int) -> dict[str, Any]:
+    """A Deployment of ``replicas`` pods running ``container``, selected by ``labels_``."""
+    container = {"imagePullPolicy": "IfNotPresent", **container}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels_},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels_},
+            # Rolling updates start the new pod before the old one goes.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels_},
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": grace_s,
+                         "enableServiceLinks": False},
+            },
+        },
+    }
+
+
+def service(name: str, labels_: dict[str, str], select: dict[str, str], port: int,
+            target_port: int, service_type: str) -> dict[str, Any]:
+    """A Service named port ``str(port)`` (the original's port names) onto ``target_port``."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "labels": labels_},
+        "spec": {"type": service_type, "selector": select,
+                 "ports": [{"name": str(target_port), "port": port, "targetPort": target_port,
+                            "protocol": "TCP"}]},
+    }
+
+
+def token_secret(cluster: str, token: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": token_name(cluster), "labels": labels(cluster, "management")},
+            "type": "Opaque", "stringData": {TOKEN_KEY: token}}
+
+
+def redis(cluster: str, image: str, port: int, service_type: str) -> list[dict[str, Any]]:
+    lab = labels(cluster, "redis")
+    container = {
+        "name": "redis", "image": image,
+        "ports": [{"containerPort": CLIPPER_INTERNAL_REDIS_PORT}],
+        **_probes({"exec": {"command": ["redis-cli", "ping"]}}, 60),
+    }
+    return [deployment(redis_name(cluster), lab, container, 1, 5),
+            service(redis_name(cluster), lab, lab, port, CLIPPER_INTERNAL_REDIS_PORT,
+                    service_type)]
+
+
+def management(cluster: str, image: str, store_url: str, service_type: str
+               ) -> list[dict[str, Any]]:
+    lab = labels(cluster, "management-frontend")
+    env = _env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store_url,
+                "CLIPPER_ROLES": "management", "CLIPPER_MANAGEMENT_HOST": "0.0.0.0",
+                "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})
+    env.append({"name": "CLIPPER_MANAGEMENT_TOKEN", "valueFrom": {
+        "secretKeyRef": {"name": token_name(cluster), "key": TOKEN_KEY}}})
+    container = {
+        "name": "mgmt-frontend", "image": image, "env": env,
+        "ports": [{"containerPort": CLIPPER_INTERNAL_MANAGEMENT_PORT}],
+        **_probes({"tcpSocket": {"port": CLIPPER_INTERNAL_MANAGEMENT_PORT}}, 120),
+    }
+    return [deployment(mgmt_name(cluster), lab, container, 1, 10),
+            service(mgmt_name(cluster), lab, lab, CLIPPER_INTERNAL_MANAGEMENT_PORT,
+                    CLIPPER_INTERNAL_MANAGEMENT_PORT, service_type)]
+
+
+def query_frontend(cluster: str, frontend_id: int, image: str, store_url: str,
+                   cache_size: int, request_timeout_s: int, rpc_service_type: str
+                   ) -> list[dict[str, Any]]:
+    """Frontend ``frontend_id``: its Deployment and the RPC Service its model replicas use."""
+    lab = labels(cluster, "query-frontend", **{CLIPPER_QUERY_FRONTEND_ID_LABEL: str(frontend_id)})
+    env = _env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store_url,
+                "CLIPPER_ROLES": "query", "CLIPPER_BIND_HOST": "0.0.0.0",
+                "CLIPPER_QUERY_PORT": str(CLIPPER_INTERNAL_QUERY_PORT),
+                "CLIPPER_RPC_PORT": str(CLIPPER_INTERNAL_RPC_PORT),
+                "CLIPPER_FRONTEND_ID": str(frontend_id),
+                "CLIPPER_CACHE_SIZE": str(cache_size),
+                "CLIPPER_REQUEST_TIMEOUT_S": str(request_timeout_s)})
+    container = {
+        "name": "query-frontend", "image": image, "env": env,
+        "ports": [{"containerPort": CLIPPER_INTERNAL_QUERY_PORT},
+                  {"containerPort": CLIPPER_INTERNAL_RPC_PORT}],
+        **_probes({"httpGet": {"path": "/metrics", "port": CLIPPER_INTERNAL_QUERY_PORT}}, 120),
+    }
+    name = frontend_name(cluster, frontend_id)
+    return [deployment(name, lab, container, 1, 10),
+            service(name, lab, lab, CLIPPER_INTERNAL_RPC_PORT, CLIPPER_INTERNAL_RPC_PORT,
+                    rpc_service_type)]
+
+
+def query_service(cluster: str, service_type: str) -> dict[str, Any]:
+    """The Service spreading queries over every query frontend."""
+    lab = labels(cluster, "query-frontend")
+    return service(query_name(cluster), lab, lab, CLIPPER_INTERNAL_QUERY_PORT,
+                   CLIPPER_INTERNAL_QUERY_PORT, service_type)
+
+
+def model(cluster: str, name: str, version: str, input_type: str, image: str, replicas: int,
+          frontend_id: int, frontend_ip: str) -> dict[str, Any]:
+    """Replicas of ``name:version`` connecting to query frontend ``frontend_id`` (spec §5.1)."""
+    lab = labels(cluster, "model", **{
+        CLIPPER_MODEL_CONTAINER_LABEL: create_model_container_label(name, version),
+        CLIPPER_QUERY_FRONTEND_ID_LABEL: str(frontend_id)})
+    container = {
+        "name": "model", "image": image,
+        "env": _env({"CLIPPER_MODEL_NAME": name, "CLIPPER_MODEL_VERSION": version,
+                     "CLIPPER_INPUT_TYPE": input_type, "CLIPPER_IP": frontend_ip,
+                     "CLIPPER_PORT": str(CLIPPER_INTERNAL_RPC_PORT)}),
+        # The runtime writes the ready file once the model is loaded; a framework import may
+        # take minutes.
+        **_probes({"exec": {"command": ["cat", DEFAULT_READY_FILE]}}, 600),
+    }
+    return deployment(model_name(cluster, name, version, frontend_id), lab, container,
+                      replicas, 5)

@@ -1,0 +1,115 @@
+"""Fixtures of the Kubernetes backend tests: the local cluster of scripts/kube-local.sh.
+
+``kube`` (session) starts the Docker engine, builds the registry-free base image and starts
+the local cluster (building its binaries once, cached); a cluster it started is stopped at the
+end. ``start_cluster`` starts Clipper clusters on it; each is stopped after the session.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from clipper_admin import ClipperConnection, KubernetesContainerManager
+from clipper_core.backends.docker import docker_client
+from clipper_core.testing.docker import base_image, prepare_docker, remove_model_images, scripts_dir
+
+#: Minutes the first `kube-local.sh start` may take (it compiles Kubernetes when not cached).
+KUBE_START_TIMEOUT_S = 1800
+
+
+def kube_local(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(scripts_dir() / "kube-local.sh"), command], text=True,
+                          stdout=subprocess.PIPE, timeout=KUBE_START_TIMEOUT_S, check=False)
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[str]:
+    """The path of the local cluster's kubeconfig; the cluster runs while the session lasts."""
+    prepare_docker()
+    already_up = kube_local("status").returncode == 0
+    started = kube_local("start")
+    assert started.returncode == 0, f"kube-local.sh start failed:\n{started.stdout}"
+    kubeconfig = started.stdout.strip().splitlines()[-1].removeprefix("export KUBECONFIG=")
+    with base_image():
+        yield kubeconfig
+    if not already_up:
+        kube_local("stop")
+
+
+@pytest.fixture(scope="session")
+def start_cluster(kube: str) -> Iterator[Callable[..., ClipperConnection]]:
+    """``start(prefix, num_frontend_replicas=1, **manager_kwargs)``: a started cluster."""
+    started: list[ClipperConnection] = []
+
+    def start(prefix: str, num_frontend_replicas: int = 1, **kwargs: Any) -> ClipperConnection:
+        conn = ClipperConnection(Helpers.new_manager(kube, prefix, **kwargs))
+        started.append(conn)
+        conn.start_clipper(num_frontend_replicas=num_frontend_replicas)
+        return conn
+
+    yield start
+    for conn in started:
+        conn.stop_all(graceful=False)
+        Helpers.remove_model_images(conn.cm)
+
+
+@pytest.fixture(scope="session")
+def shared_conn(start_cluster: Callable[..., ClipperConnection]) -> ClipperConnection:
+    """One cluster (one query frontend, namespace default) shared by most scenarios."""
+    return start_cluster("k8s-shared")
+
+
+class Helpers:
+    """Helpers the tests use through the ``kh`` fixture (conftest is not importable)."""
+
+    @staticmethod
+    def new_manager(kubeconfig: str, prefix: str, **kwargs: Any) -> KubernetesContainerManager:
+        """A manager of a fresh cluster ``<prefix>-<6 hex>`` reached at 127.0.0.1's NodePorts."""
+        return KubernetesContainerManager(cluster_name=f"{prefix}-{uuid.uuid4().hex[:6]}",
+                                          kubeconfig=kubeconfig, node_address="127.0.0.1", **kwargs)
+
+
+    @staticmethod
+    def remove_model_images(manager: KubernetesContainerManager) -> None:
+        """Remove the cluster's model images, once the kubelet's exited containers of its
+        (deleted) pods, which still hold them, are removed."""
+        client = docker_client()
+        for container in client.containers.list(all=True, filters={
+                "label": f"io.kubernetes.pod.namespace={manager.namespace}"}):
+            if manager.cluster_name in container.labels.get("io.kubernetes.pod.name", ""):
+                container.remove(force=True)
+        remove_model_images(manager.cluster_name)
+
+    @staticmethod
+    def predict(addr: str, app: str, x: Any, timeout: float = 10) -> dict[str, Any]:
+        response = requests.post(f"http://{addr}/{app}/predict", json={"input": x}, timeout=timeout)
+        assert response.status_code == 200, f"{app}: {response.status_code} {response.text}"
+        return response.json()
+
+
+    @staticmethod
+    def wait_for_prediction(addr: str, app: str, x: Any, timeout: float = 300) -> dict[str, Any]:
+        """POST until the answer is not the default output; fail with the last answer."""
+        deadline = time.monotonic() + timeout
+        answer: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                answer = Helpers.predict(addr, app, x)
+            except (requests.RequestException, AssertionError) as exc:
+                answer = {"error": str(exc)}
+            if answer.get("default") is False:
+                return answer
+            time.sleep(0.5)
+        raise AssertionError(f"{app} gave only default outputs for {timeout:g}s (last: {answer})")
+
+
+@pytest.fixture(scope="session")
+def kh() -> type[Helpers]:
+    return Helpers
