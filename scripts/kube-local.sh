@@ -252,9 +252,8 @@ stop() {
     local table chain rule
     for table in filter nat mangle; do
         for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-PROXY-CANARY KUBE-MARK-DROP KUBE-MARK-MASQ KUBE-POSTROUTING; do
-            iptables -t "$table" -S 2>/dev/null | grep -E -- "-j $chain( |$)" | sed 's/^-A /-D /' | while read -r rule; do
-                eval iptables -t "$table" "$rule" || true
-            done
+            { iptables -t "$table" -S 2>/dev/null | grep -E -- "-j $chain( |$)" | sed 's/^-A /-D /' || true; } |
+                while read -r rule; do eval iptables -t "$table" "$rule" || true; done
             iptables -t "$table" -F "$chain" 2>/dev/null && iptables -t "$table" -X "$chain" 2>/dev/null || true
         done
     done
