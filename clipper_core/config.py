@@ -72,6 +72,16 @@ class ClusterConfig:
     legacy_replica_timeout_s: float = 15.0
     #: Seconds a slow client may take to send a request.
     request_timeout_s: float = 5.0
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_timeout_s: float = 75.0
+    #: Most open client connections per frontend; further ones get 503 and are closed.
+    max_connections: int = 4096
+    #: Seconds a stopping server (SIGTERM) waits for the requests in flight to be answered.
+    drain_timeout_s: float = 10.0
+    #: PEM certificate (chain) and private key: when both are set, the query and management
+    #: frontends speak HTTPS only.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     #: If set, the management API requires ``Authorization: Bearer <token>``.
     management_token: str | None = None
     #: Identifies this query frontend when several share one store.

@@ -477,9 +477,7 @@ class ManagementFrontend:
         self.config = config
         self.service = ManagementService(store, scale)
         self._token = config.management_token.encode() if config.management_token else None
-        self._http = HttpServer(self._handle, max_body_bytes=config.max_body_bytes,
-                                request_timeout_s=config.request_timeout_s,
-                                log_exception=log.exception)
+        self._http = HttpServer.for_config(config, self._handle, log.exception)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="clipper-management")
         self._tasks: set[asyncio.Task[None]] = set()
 

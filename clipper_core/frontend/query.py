@@ -179,9 +179,7 @@ class QueryFrontend:
                                        config.frontend_id)
             await routing.load()
             router.start(scheduler)
-            self._http = HttpServer(self._handle, max_body_bytes=config.max_body_bytes,
-                                    request_timeout_s=config.request_timeout_s,
-                                    log_exception=log.exception)
+            self._http = HttpServer.for_config(config, self._handle, log.exception)
             await self._http.start(config.bind_host, config.query_port)
         except BaseException:
             await self.stop()
