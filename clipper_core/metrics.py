@@ -13,11 +13,22 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Iterator
 from typing import ClassVar
 
 _TICK_S = 5.0
 _EWMA_ALPHAS = tuple(1.0 - math.exp(-_TICK_S / 60.0 / m) for m in (1, 5, 15))
+
+
+def scope_of(name: str) -> tuple[str, ...]:
+    """What a metric belongs to: ``("app", a)``, ``("model", name, version)`` or ``()``."""
+    parts = name.split(":")
+    if parts[0] == "app" and len(parts) >= 3:
+        return ("app", parts[1])
+    if parts[0] == "model" and len(parts) >= 4:
+        return ("model", parts[1], parts[2])
+    return ()
 
 
 def _prometheus_name(name: str) -> tuple[str, str]:
@@ -50,11 +61,12 @@ class Metric:
     """Base of every metric: a name and its Prometheus form, computed once."""
 
     kind: ClassVar[str]
-    __slots__ = ("labels", "name", "prom_name")
+    __slots__ = ("labels", "name", "prom_name", "scope")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.prom_name, self.labels = _prometheus_name(name)
+        self.scope = scope_of(name)
 
 
 class Counter(Metric):
@@ -146,22 +158,32 @@ class Meter(Metric):
 
 
 class Histogram(Metric):
-    """A reservoir sample (algorithm R) of integer values, plus the exact count and sum."""
+    """A reservoir sample (algorithm R) of integer values, plus the exact count and sum.
+
+    With ``bounds`` (ascending upper bounds) it also counts values per bucket, exposed to
+    Prometheus as the histogram ``<name>_hist`` (``_bucket{le=...}``, ``_sum``, ``_count``)
+    beside the summary's quantiles.
+    """
 
     kind = "histograms"
-    __slots__ = ("count", "reservoir", "sample_size", "total", "unit")
+    __slots__ = ("bounds", "buckets", "count", "reservoir", "sample_size", "total", "unit")
 
-    def __init__(self, name: str, unit: str = "microseconds", sample_size: int = 4096) -> None:
+    def __init__(self, name: str, unit: str = "microseconds", sample_size: int = 4096,
+                 bounds: tuple[int, ...] = ()) -> None:
         super().__init__(name)
         self.unit = unit
         self.sample_size = sample_size
         self.reservoir: list[int] = []
         self.count = 0
         self.total = 0
+        self.bounds = bounds
+        #: Values per bucket (not cumulative); the last one counts values above every bound.
+        self.buckets = [0] * (len(bounds) + 1)
 
     def insert(self, value: int) -> None:
         self.count += 1
         self.total += value
+        self.buckets[bisect_left(self.bounds, value)] += 1
         if len(self.reservoir) < self.sample_size:
             self.reservoir.append(value)
         else:
@@ -202,6 +224,15 @@ class Histogram(Metric):
                          f"{_num(self.percentile(q))}")
         lines.append(f"{self.prom_name}_sum{self.labels} {self.total}")
         lines.append(f"{self.prom_name}_count{self.labels} {self.count}")
+        if self.bounds:
+            family = f"{self.prom_name}_hist"
+            lines.append(f"# TYPE {family} histogram")
+            cumulative = 0
+            for bound, n in zip((*self.bounds, "+Inf"), self.buckets, strict=True):
+                cumulative += n
+                lines.append(f'{family}_bucket{{{inner}{sep}le="{bound}"}} {cumulative}')
+            lines.append(f"{family}_sum{self.labels} {self.total}")
+            lines.append(f"{family}_count{self.labels} {self.count}")
         return lines
 
 
@@ -223,6 +254,19 @@ class Gauge(Metric):
                 f"{self.prom_name}{self.labels} {_num(self.read())}"]
 
 
+#: Bucket bounds of an application's latency, as fractions of its SLO.
+SLO_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0)
+#: Bucket bounds of a model version's latency in µs (its SLO is its applications'): 100 µs-10 s.
+LATENCY_BOUNDS_MICROS = (*(m * 10**e for e in range(2, 7) for m in (1, 2, 5)), 10**7)
+#: Bucket bounds of batch sizes.
+BATCH_SIZE_BOUNDS = tuple(2**i for i in range(11))
+
+
+def slo_bounds(slo_micros: int) -> tuple[int, ...]:
+    """Latency bucket bounds (µs) around an SLO: the SLO itself is a bound."""
+    return tuple(sorted({max(1, round(slo_micros * f)) for f in SLO_FRACTIONS}))
+
+
 _KINDS = ("counters", "ratio_counters", "meters", "histograms", "gauges")
 
 
@@ -231,6 +275,8 @@ class MetricsRegistry:
 
     def __init__(self) -> None:
         self._metrics: dict[str, Metric] = {}
+        #: Scopes left out of reports (see :meth:`retain`).
+        self._hidden: set[tuple[str, ...]] = set()
 
     def _get(self, name: str, factory: Callable[[], Metric]) -> Metric:
         metric = self._metrics.get(name)
@@ -247,22 +293,37 @@ class MetricsRegistry:
     def meter(self, name: str) -> Meter:
         return self._get(name, lambda: Meter(name))  # type: ignore[return-value]
 
-    def histogram(self, name: str, unit: str = "microseconds",
-                  sample_size: int = 4096) -> Histogram:
-        return self._get(name, lambda: Histogram(name, unit, sample_size))  # type: ignore[return-value]
+    def histogram(self, name: str, unit: str = "microseconds", sample_size: int = 4096,
+                  bounds: tuple[int, ...] = ()) -> Histogram:
+        return self._get(  # type: ignore[return-value]
+            name, lambda: Histogram(name, unit, sample_size, bounds))
 
     def gauge(self, name: str, read: Callable[[], float]) -> Gauge:
         gauge = self._get(name, lambda: Gauge(name, read))
         gauge.read = read  # type: ignore[attr-defined]
         return gauge  # type: ignore[return-value]
 
-    def remove_prefix(self, prefix: str) -> None:
-        """Forget every metric whose name starts with ``prefix`` (a deleted model version)."""
-        for name in [n for n in self._metrics if n.startswith(prefix)]:
-            del self._metrics[name]
+    def retain(self, apps: Collection[str], versions: Collection[tuple[str, str]],
+               queued: Collection[tuple[str, str]] = ()) -> None:
+        """Forget the metrics of applications and model versions the cluster no longer has.
+
+        Called on every configuration reload. A deleted version that still has a queue
+        (``queued``: its objects hold the metrics) keeps them, left out of reports until it
+        is registered again.
+        """
+        live = {("app", a) for a in apps} | {("model", *v) for v in versions}
+        hidden = {("model", *v) for v in queued} - live
+        for name, metric in list(self._metrics.items()):
+            if metric.scope and metric.scope not in live and metric.scope not in hidden:
+                del self._metrics[name]
+        self._hidden = hidden
 
     def get(self, name: str) -> Metric | None:
         return self._metrics.get(name)
+
+    def _reported(self) -> Iterator[Metric]:
+        hidden = self._hidden
+        return (m for m in self._metrics.values() if not m.scope or m.scope not in hidden)
 
     def tick(self) -> None:
         for metric in self._metrics.values():
@@ -272,7 +333,7 @@ class MetricsRegistry:
     def report_json(self) -> bytes:
         """Spec §9.1: categories of single-key objects, every leaf a string, 4-space indent."""
         out: dict[str, list[dict[str, dict[str, str]]]] = {}
-        for metric in self._metrics.values():
+        for metric in self._reported():
             out.setdefault(metric.kind, []).append({metric.name: metric.report()})
         ordered = {kind: out[kind] for kind in _KINDS if kind in out}
         return json.dumps(ordered, indent=4).encode()
@@ -281,7 +342,7 @@ class MetricsRegistry:
         """Prometheus text exposition format 0.0.4."""
         lines: list[str] = []
         seen: set[str] = set()
-        for metric in sorted(self._metrics.values(), key=lambda m: m.prom_name):
+        for metric in sorted(self._reported(), key=lambda m: m.prom_name):
             for line in metric.prometheus():
                 if line.startswith("# TYPE"):
                     if line in seen:

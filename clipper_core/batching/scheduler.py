@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from clipper_core.batching.adaptive import BatchSizer
 from clipper_core.cache.api import PredictionCache
-from clipper_core.metrics import MetricsRegistry
+from clipper_core.metrics import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS_MICROS, MetricsRegistry
 from clipper_core.types import ADAPTIVE_BATCH_SIZE, InputType, Replica
 
 #: The response header that names the model versions that produced an answer.
@@ -125,11 +125,13 @@ class VersionQueue:
         self.wait_handle: asyncio.TimerHandle | None = None
         self.waited = False
         prefix = f"model:{model}:{version}:"
-        self.latency = metrics.histogram(prefix + "prediction_latency")
+        self.latency = metrics.histogram(prefix + "prediction_latency",
+                                         bounds=LATENCY_BOUNDS_MICROS)
         self.throughput = metrics.meter(prefix + "prediction_throughput")
         self.num_predictions = metrics.counter(prefix + "num_predictions")
         self.cache_ratio = metrics.ratio(prefix + "cache_hit_ratio")
-        self.batch_hist = metrics.histogram(prefix + "batch_size", unit="queries")
+        self.batch_hist = metrics.histogram(prefix + "batch_size", unit="queries",
+                                            bounds=BATCH_SIZE_BOUNDS)
         self.errors = metrics.counter(prefix + "num_errors")
         metrics.gauge(prefix + "queue_depth", lambda: len(self.heap))
         metrics.gauge(prefix + "num_replicas", lambda: len(self.replicas))

@@ -24,7 +24,7 @@ from clipper_core.batching.scheduler import Scheduler, VersionQueue
 from clipper_core.exceptions import PluginError, ValidationError
 from clipper_core.frontend.codec import decoder_for, render_output
 from clipper_core.frontend.selecting import Selector
-from clipper_core.metrics import MetricsRegistry
+from clipper_core.metrics import MetricsRegistry, slo_bounds
 from clipper_core.selection.api import SelectionPolicy, split_parameters
 from clipper_core.selection.states import PolicyStates
 from clipper_core.store.api import Change, StateStore, Subscription
@@ -77,7 +77,8 @@ class AppRoute:
         #: choose per query (None: default output).
         self.target: VersionQueue | None = None
         prefix = f"app:{app.name}:"
-        self.latency = metrics.histogram(prefix + "prediction_latency")
+        self.latency = metrics.histogram(prefix + "prediction_latency",
+                                         bounds=slo_bounds(app.latency_slo_micros))
         self.throughput = metrics.meter(prefix + "prediction_throughput")
         self.num_predictions = metrics.counter(prefix + "num_predictions")
         self.default_ratio = metrics.ratio(prefix + "default_prediction_ratio")
@@ -245,6 +246,8 @@ class RoutingTable:
                                         for mv in versions})
         self.apps = by_name
         self.paths = paths
+        self.metrics.retain(by_name, [(mv.name, mv.version) for mv in versions],
+                            self.scheduler.queues)
         self.reroute()
 
     def _selector(self, app: Application, policy: SelectionPolicy, params: dict[str, object],

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
-from clipper_core.metrics import Histogram, MetricsRegistry
+from clipper_core.metrics import (
+    BATCH_SIZE_BOUNDS,
+    LATENCY_BOUNDS_MICROS,
+    Histogram,
+    MetricsRegistry,
+    slo_bounds,
+)
 
 
 def test_same_name_gives_the_same_object() -> None:
@@ -85,3 +93,59 @@ def test_prometheus_exposition() -> None:
     for line in lines:
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
     assert math.isnan(registry.ratio("internal:prediction_cache_hit_ratio").ratio)
+
+
+def test_histogram_buckets_fit_the_slo() -> None:
+    bounds = slo_bounds(100_000)
+    assert 100_000 in bounds
+    assert bounds[0] == 5_000 and bounds[-1] == 400_000
+    registry = MetricsRegistry()
+    latency = registry.histogram("app:a:prediction_latency", bounds=bounds)
+    for value in (1_000, 60_000, 100_000, 150_000, 900_000):
+        latency.insert(value)
+    lines = registry.report_prometheus().decode().splitlines()
+    assert "# TYPE clipper_app_prediction_latency_hist histogram" in lines
+    assert 'clipper_app_prediction_latency_hist_bucket{app="a",le="5000"} 1' in lines
+    assert 'clipper_app_prediction_latency_hist_bucket{app="a",le="100000"} 3' in lines
+    assert 'clipper_app_prediction_latency_hist_bucket{app="a",le="150000"} 4' in lines
+    assert 'clipper_app_prediction_latency_hist_bucket{app="a",le="+Inf"} 5' in lines
+    assert 'clipper_app_prediction_latency_hist_count{app="a"} 5' in lines
+    assert 'clipper_app_prediction_latency{app="a",quantile="0.5"} 100000.0' in lines
+
+
+def test_retain_forgets_deleted_apps_and_versions() -> None:
+    registry = MetricsRegistry()
+    for name in ("app:keep:num_predictions", "app:gone:num_predictions",
+                 "model:m:1:num_errors", "model:m:2:num_errors", "model:m:3:num_errors",
+                 "internal:aggregate_num_predictions"):
+        registry.counter(name).increment()
+    queued = registry.get("model:m:3:num_errors")
+    registry.retain(["keep"], [("m", "1")], queued=[("m", "3")])
+    report = registry.report_json().decode()
+    assert "app:keep:" in report and "model:m:1:" in report and "internal:" in report
+    assert "app:gone:" not in report and "model:m:2:" not in report
+    assert "model:m:3:" not in report  # deleted; its queue still holds the counter
+    assert registry.get("app:gone:num_predictions") is None
+    registry.retain(["keep"], [("m", "1"), ("m", "3")], queued=[("m", "3")])
+    assert registry.get("model:m:3:num_errors") is queued
+    assert 'clipper_model_num_errors{model="m",version="3"} 1' in (
+        registry.report_prometheus().decode().splitlines())
+
+
+def test_the_grafana_dashboard_uses_only_exposed_metrics() -> None:
+    registry = MetricsRegistry()
+    for name in ("app:a:num_predictions", "app:a:num_defaults", "model:m:1:num_predictions",
+                 "model:m:1:num_errors"):
+        registry.counter(name)
+    registry.histogram("app:a:prediction_latency", bounds=slo_bounds(1000)).insert(5)
+    registry.histogram("model:m:1:prediction_latency", bounds=LATENCY_BOUNDS_MICROS)
+    registry.histogram("model:m:1:batch_size", bounds=BATCH_SIZE_BOUNDS)
+    registry.gauge("model:m:1:queue_depth", lambda: 0)
+    registry.gauge("model:m:1:num_replicas", lambda: 0)
+    registry.ratio("model:m:1:cache_hit_ratio")
+    registry.ratio("internal:prediction_cache_hit_ratio")
+    exposed = set(re.findall(r"^(clipper_\w+)", registry.report_prometheus().decode(), re.M))
+    dashboard = json.loads((Path(__file__).parents[3] / "docs/grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"clipper_\w+", target["expr"])}
+    assert used and used <= exposed, used - exposed
