@@ -87,15 +87,25 @@ def validate_dns1123(value: str, what: str) -> str:
     return value
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+
+
 def validate_name(value: object, what: str) -> str:
-    """Check a name stored by the management API: a non-empty string without ',' or ':'."""
+    """Check a name stored by the management API (application, model, version, label).
+
+    A name becomes part of URLs (``/<app>/predict``) and of paths in the cluster directory, so
+    it is 1 to 128 letters, digits, ``_``, ``.`` or ``-``, starting with a letter, digit or
+    ``_``: no ``..``, ``/``, spaces, ``,``, ``:`` or URL characters such as ``%#?``.
+    """
     if not isinstance(value, str) or not value.strip():
         msg = f"Invalid {what} supplied: {value!r}. Expected a non-empty string"
         raise ValidationError(msg)
-    if any(c in value for c in _FORBIDDEN) or "/" in value or value != value.strip():
+    if not _SAFE_NAME.match(value):
         msg = (
-            f"Invalid {what} supplied: {value}. Contains one of: ',', ':', '/' "
-            "or leading/trailing whitespace"
+            f"Invalid {what} supplied: {value!r}. A {what} must be 1 to 128 letters, digits, "
+            "'_', '.' or '-', starting with a letter, digit or '_' (regex "
+            "'[A-Za-z0-9_][A-Za-z0-9._-]{0,127}'); it must not contain ',', ':', '/', spaces "
+            "or characters such as '%', '#', '?'"
         )
         raise ValidationError(msg)
     return value

@@ -43,7 +43,8 @@ def test_dns1123_rejects_with_the_original_message(bad):
         validate_dns1123(bad, "model name")
 
 
-@pytest.mark.parametrize("bad", ["a,b", "a:b", "", "  ", 7, " x", "a/b"])
+@pytest.mark.parametrize("bad", ["a,b", "a:b", "", "  ", 7, " x", "a/b", "..", ".", ".hidden",
+                                 "a b", "a%20b", "a#b", "a?b", "x" * 129, "caf\u00e9", "a\nb"])
 def test_stored_names_reject_separators(bad):
     with pytest.raises(ValidationError, match="Invalid app name"):
         validate_name(bad, "app name")
@@ -54,3 +55,8 @@ def test_model_version_key_and_containerless():
     assert mv.key == "m:1"
     assert not mv.has_containers
     assert ModelVersion("m", "1", InputType.DOUBLES, image="img:1").has_containers
+
+
+@pytest.mark.parametrize("good", ["m", "my-model", "v1.2", "1", "App_2", "_x", "x" * 128])
+def test_stored_names_accept_safe_names(good):
+    assert validate_name(good, "model name") == good
