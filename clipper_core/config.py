@@ -26,6 +26,25 @@ ROLES = ("query", "management")
 ENV_PREFIX = "CLIPPER_"
 
 
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with ``text`` all at once: readers and crashes see the old or the new file.
+
+    The text goes to a temporary file beside it, is flushed to disk and renamed over ``path``;
+    a failed write (disk full) raises and leaves the old file untouched.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def clipper_home() -> Path:
     """Where local clusters keep their state: ``$CLIPPER_HOME`` or ``~/.clipper``."""
     return Path(os.environ.get("CLIPPER_HOME", Path.home() / ".clipper"))
@@ -124,4 +143,4 @@ class ClusterConfig:
         return data
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_mapping(), indent=2))
+        write_atomic(path, json.dumps(self.to_mapping(), indent=2))

@@ -42,7 +42,7 @@ from clipper_core.backends.api import (
     ContainerManager,
     ReplicaState,
 )
-from clipper_core.config import ClusterConfig, clipper_home
+from clipper_core.config import ClusterConfig, clipper_home, write_atomic
 from clipper_core.exceptions import BackendError
 from clipper_core.hookspecs import hookimpl
 from clipper_core.types import InputType
@@ -331,7 +331,7 @@ class LocalContainerManager(ContainerManager):
         argv = [sys.executable, "-m", SERVER_MARKER, "--config", str(self.config_path)]
         proc = _spawn_detached(argv, self.server_log)
         pid = proc.pid
-        self.server_pidfile.write_text(str(pid))
+        write_atomic(self.server_pidfile, str(pid))
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -535,7 +535,7 @@ class LocalContainerManager(ContainerManager):
             },
         }
         spec_path = directory / f"{index}.json"
-        spec_path.write_text(json.dumps(spec, indent=2))
+        write_atomic(spec_path, json.dumps(spec, indent=2))
         self._spawn_supervisor(spec_path)
 
     @staticmethod
@@ -543,7 +543,7 @@ class LocalContainerManager(ContainerManager):
         spec = json.loads(spec_path.read_text())
         argv = [sys.executable, "-m", SUPERVISOR_MARKER, "supervise", str(spec_path)]
         proc = _spawn_detached(argv, Path(spec["log"]))
-        spec_path.with_suffix(".pid").write_text(str(proc.pid))
+        write_atomic(spec_path.with_suffix(".pid"), str(proc.pid))
 
     def _restore_replicas(self) -> None:
         """Restart the supervisors of replicas kept by ``stop_all(keep_state=True)``."""
@@ -554,7 +554,7 @@ class LocalContainerManager(ContainerManager):
                 continue
             spec = json.loads(spec_path.read_text())
             spec["env"]["CLIPPER_PORT"] = str(self.clipper_rpc_port)
-            spec_path.write_text(json.dumps(spec, indent=2))
+            write_atomic(spec_path, json.dumps(spec, indent=2))
             self.logger.info("Restarting replica %s of %s:%s", spec_path.stem,
                              spec_path.parent.parent.name, spec_path.parent.name)
             self._spawn_supervisor(spec_path)
