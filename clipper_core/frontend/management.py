@@ -514,6 +514,10 @@ class ManagementFrontend:
                 "'Authorization: Bearer <token>' with the cluster's management_token"),
                 extra_headers=((b"WWW-Authenticate", b"Bearer"),))
             return
+        refusal = _cross_origin_refusal(request, path)
+        if refusal is not None:
+            responder.send(refusal[0], error_body(HTTPStatus(refusal[0]).phrase, refusal[1]))
+            return
         route = ROUTES.get(path)
         if route is None:
             known = ", ".join(["GET /admin/ping", *(f"POST {p.decode()}" for p in ROUTES)])
@@ -569,6 +573,31 @@ class ManagementFrontend:
                 responder.send(200, result.encode(), _TEXT)
             else:
                 responder.send(200, orjson.dumps(result), _JSON)
+
+
+#: Routes that change state: a browser page must not be able to drive them (see docs/security.md).
+WRITE_ROUTES = frozenset(f"/admin/{name}".encode() for name in (
+    "add_app", "delete_app", "add_model_links", "delete_model_links", "add_model",
+    "set_model_version", "delete_versioned_model"))
+
+
+def _cross_origin_refusal(request: Request, path: bytes) -> tuple[int, str] | None:
+    """Why a request that a web page could have sent is refused (status, cause), or None.
+
+    A cross-origin page can POST ``text/plain`` without a preflight, so writes need a JSON
+    content type; and a request whose ``Origin`` is another site is refused outright.
+    """
+    origin = request.headers.get(b"origin")
+    host = request.headers.get(b"host", b"")
+    if origin is not None and origin.split(b"://", 1)[-1] != host:
+        return 403, (f"Cross-origin request from {origin.decode('latin-1')} refused: the "
+                     "management API only answers its own pages and non-browser clients")
+    if path in WRITE_ROUTES and request.method == b"POST":
+        content_type = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            return 415, ("Management writes need the header 'Content-Type: application/json' "
+                         f"(got {content_type.decode('latin-1') or 'none'!r})")
+    return None
 
 
 def _method_not_allowed(request: Request, responder: Responder, allowed: bytes) -> None:

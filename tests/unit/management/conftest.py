@@ -40,6 +40,7 @@ class RunningFrontend:
         if data is None:
             return self.session.post(f"{self.base}/admin/{route}", json=body, headers=headers,
                                      timeout=10)
+        headers = {"Content-Type": "application/json", **(headers or {})}
         return self.session.post(f"{self.base}/admin/{route}", data=data, headers=headers,
                                  timeout=10)
 
