@@ -208,6 +208,32 @@ class ClipperConnection:
         ``learned`` is {} before any feedback was stored."""
         return self._post("get_selection_state", {"app_name": app_name, "uid": uid}).json()
 
+    # -- traffic between versions (docs/selection.md) -------------------------------------
+    def set_traffic_split(self, model_name: str, weights: dict[str, float]) -> None:
+        """Split ``model_name``'s queries between versions by weight, e.g. ``{"1": 95,
+        "2": 5}`` (a canary); weights are numbers >= 0 with a positive sum."""
+        self._post("set_traffic_split", {"model_name": model_name, "weights": weights})
+        self.logger.info("Model %s now splits its traffic %s", model_name, weights)
+
+    def set_shadow_versions(self, model_name: str, versions: list[str]) -> None:
+        """Mirror ``model_name``'s queries to ``versions`` (their answers are compared in the
+        metrics, never returned); ``[]`` stops mirroring."""
+        self._post("set_shadow_versions", {"model_name": model_name, "versions": versions})
+        self.logger.info("Model %s now mirrors its traffic to %s", model_name, versions)
+
+    def promote_canary(self, model_name: str) -> None:
+        """Make the canary version of ``model_name`` current with all of its traffic."""
+        self.logger.info(self._post("promote_canary", {"model_name": model_name}).text)
+
+    def rollback(self, model_name: str) -> None:
+        """Return all of ``model_name``'s traffic to the version current before the split,
+        shadows or promotion, and remove them."""
+        self.logger.info(self._post("rollback", {"model_name": model_name}).text)
+
+    def get_traffic(self, model_name: str) -> dict[str, Any]:
+        """``{"current", "split", "shadows", "previous"}`` of ``model_name``."""
+        return self._post("get_traffic", {"model_name": model_name}).json()
+
     # -- models -------------------------------------------------------------------------
     def build_and_deploy_model(
         self,

@@ -27,6 +27,7 @@ from clipper_core.config import ClusterConfig
 from clipper_core.exceptions import ClipperError, ConflictError, NotFoundError, ValidationError
 from clipper_core.frontend.dashboard import dashboard_file, is_dashboard_path
 from clipper_core.frontend.http import HttpServer, Request, Responder, error_body
+from clipper_core.frontend.traffic import check_weights, parse_traffic
 from clipper_core.selection.api import split_parameters
 from clipper_core.store.api import StateStore
 from clipper_core.types import (
@@ -298,6 +299,82 @@ class ManagementService:
         return {"policy": app.policy, "params": orjson.loads(app.policy_params),
                 "learned": {} if stored is None else orjson.loads(stored)}
 
+    # -- traffic between versions ---------------------------------------------------------
+    def _traffic(self, model_name: str) -> tuple[list[str], str | None, dict[str, Any]]:
+        """The model's versions, current version and traffic; NotFoundError if none."""
+        versions = [m.version for m in self.store.list_model_versions(model_name)]
+        if not versions:
+            raise NotFoundError(f"No model with name '{model_name}' exists.")
+        return (versions, self.store.get_current_version(model_name),
+                parse_traffic(self.store.get_traffic(model_name)))
+
+    def _set_traffic(self, model_name: str, traffic: dict[str, Any]) -> None:
+        kept = {key: value for key, value in traffic.items() if value}
+        self.store.set_traffic(model_name, orjson.dumps(kept).decode() if kept else None)
+
+    def set_traffic_split(self, model_name: str, weights: dict[str, Any]) -> str:
+        """Split the model's queries between versions by weight (a canary)."""
+        versions, current, traffic = self._traffic(model_name)
+        check_weights(model_name, weights, versions)
+        traffic["split"] = weights
+        traffic["previous"] = traffic["previous"] or current
+        self._set_traffic(model_name, traffic)
+        shares = ", ".join(f"{v}: {w}" for v, w in weights.items())
+        return f"Successfully split the traffic of model '{model_name}' ({shares})"
+
+    def set_shadow_versions(self, model_name: str, versions: list[Any]) -> str:
+        """Send a copy of the model's queries to ``versions`` ([]: no shadows)."""
+        known, current, traffic = self._traffic(model_name)
+        for version in versions:
+            if version not in known:
+                raise ValidationError(
+                    f"Unknown shadow version '{version}' of model '{model_name}'; its versions "
+                    f"are {', '.join(known)}")
+            if version == current:
+                raise ValidationError(
+                    f"Version '{version}' of model '{model_name}' is current: it cannot shadow "
+                    "itself; give a version that is not current")
+        traffic["shadows"] = list(dict.fromkeys(versions))
+        traffic["previous"] = traffic["previous"] or current
+        self._set_traffic(model_name, traffic)
+        return (f"Model '{model_name}' now mirrors its traffic to "
+                f"{', '.join(versions) or 'no version'}")
+
+    def promote_canary(self, model_name: str) -> str:
+        """Make the canary (the split's non-current version with the largest weight) current
+        with all traffic; :meth:`rollback` returns to the version current before."""
+        _, current, traffic = self._traffic(model_name)
+        canaries = [(w, v) for v, w in traffic["split"].items() if v != current and w > 0]
+        if not canaries:
+            raise ValidationError(
+                f"Model '{model_name}' has no canary version to promote; split its traffic "
+                "with set_traffic_split first")
+        canary = max(canaries)[1]
+        self.store.set_current_version(model_name, canary)
+        self._set_traffic(model_name, {"previous": traffic["previous"] or current})
+        return f"Promoted version '{canary}' of model '{model_name}' to current"
+
+    def rollback(self, model_name: str) -> str:
+        """Send all traffic back to the version that was current before the traffic was
+        split, shadowed or promoted, and forget the split and shadows."""
+        versions, _, traffic = self._traffic(model_name)
+        previous = traffic["previous"]
+        if previous is None:
+            raise ValidationError(
+                f"Model '{model_name}' has nothing to roll back: its traffic was never split, "
+                "shadowed or promoted")
+        if previous not in versions:
+            raise ValidationError(
+                f"Cannot roll model '{model_name}' back to version '{previous}': it was deleted")
+        self.store.set_current_version(model_name, previous)
+        self._set_traffic(model_name, {})
+        return f"Rolled model '{model_name}' back to version '{previous}'"
+
+    def get_traffic(self, model_name: str) -> dict[str, Any]:
+        """The model's current version, split, shadows and previous version."""
+        _, current, traffic = self._traffic(model_name)
+        return {"current": current, **traffic}
+
     def get_state(self, app_name: str, uid: int) -> str:
         """The app's default output (personalized state is not supported: ``uid`` is ignored)."""
         app = self.store.get_application(app_name)
@@ -461,6 +538,11 @@ ROUTES = _routes(
     Route("set_selection_policy", (Field("app_name", str), Field("policy", str),
                                    Field("params", dict, {}))),
     Route("get_selection_state", (Field("app_name", str), Field("uid", int, 0))),
+    Route("set_traffic_split", (Field("model_name", str), Field("weights", dict))),
+    Route("set_shadow_versions", (Field("model_name", str), Field("versions", list))),
+    Route("promote_canary", (Field("model_name", str),)),
+    Route("rollback", (Field("model_name", str),)),
+    Route("get_traffic", (Field("model_name", str),)),
 )
 PING_PATH = b"/admin/ping"
 

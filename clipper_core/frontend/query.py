@@ -257,8 +257,10 @@ class QueryFrontend:
             request = codec.parse_object(body)
             inputs = codec.predict_inputs(request, route.decode_single, route.decode_batch)
             version = codec.requested_version(request)
-            queue = (route.target if version is None
-                     else self._routing.version_target(route, version))  # type: ignore[union-attr]
+            if version is not None:
+                queue = self._routing.version_target(route, version)  # type: ignore[union-attr]
+            else:
+                queue = route.target if route.split is None else route.split.pick()
             uid = codec.user_id(request) if route.selector is not None else 0
         except JsonSemanticError as exc:
             responder.send(400, codec.predict_error(exc.msg))
@@ -296,7 +298,9 @@ class QueryFrontend:
                 f"({scheduler.max_queue_depth} queries waiting); retry later or add replicas"),
                 extra_headers=((b"Retry-After", b"1"),))
             return
-        scheduler.submit_request(queue, inputs, pending.deadline, now, pending)
+        waiter = pending if route.shadows is None or version is not None \
+            else route.shadows.mirror(pending, inputs, pending.deadline, now)
+        scheduler.submit_request(queue, inputs, pending.deadline, now, waiter)
         if pending.remaining:
             route.watch(pending)
 

@@ -24,6 +24,7 @@ from clipper_core.batching.scheduler import Scheduler, VersionQueue
 from clipper_core.exceptions import PluginError, ValidationError
 from clipper_core.frontend.codec import decoder_for, render_output
 from clipper_core.frontend.selecting import Selector
+from clipper_core.frontend.traffic import Shadows, Split, parse_traffic
 from clipper_core.metrics import MetricsRegistry, slo_bounds
 from clipper_core.selection.api import SelectionPolicy, split_parameters
 from clipper_core.selection.states import PolicyStates
@@ -41,7 +42,8 @@ _POLICY_ALIASES = {"DefaultOutputSelectionPolicy": "default"}
 _TIMER_SLACK_S = 0.001
 
 Snapshot = tuple[list[Application], dict[str, list[str]], list[ModelVersion],
-                 dict[str, str | None], dict[str, list[str]], dict[str, dict[str, str]]]
+                 dict[str, str | None], dict[str, list[str]], dict[str, dict[str, str]],
+                 dict[str, dict]]
 
 
 class AppRoute:
@@ -49,8 +51,8 @@ class AppRoute:
 
     __slots__ = ("app", "arms", "decode_batch", "decode_single", "default_fragment",
                  "default_ratio", "defaults", "expiring", "latency", "linked", "loop",
-                 "num_predictions", "policy", "policy_error", "selector", "slo_s", "target",
-                 "throughput", "timer", "versions_in_body")
+                 "num_predictions", "policy", "policy_error", "selector", "shadows", "slo_s", "split",
+                 "target", "throughput", "timer", "versions_in_body")
 
     def __init__(self, app: Application, linked: list[str], policy: SelectionPolicy | None,
                  policy_error: str | None, metrics: MetricsRegistry,
@@ -76,6 +78,10 @@ class AppRoute:
         #: The version queue queries of this application go to, when the policy does not
         #: choose per query (None: default output).
         self.target: VersionQueue | None = None
+        #: The model's weighted split between versions (replaces ``target``), and its shadow
+        #: versions; None when it has none (:mod:`clipper_core.frontend.traffic`).
+        self.split: Split | None = None
+        self.shadows: Shadows | None = None
         prefix = f"app:{app.name}:"
         self.latency = metrics.histogram(prefix + "prediction_latency",
                                          bounds=slo_bounds(app.latency_slo_micros))
@@ -130,6 +136,7 @@ class RoutingTable:
         self._versions: dict[str, set[str]] = {}
         self._current: dict[str, str | None] = {}
         self._order: dict[str, list[str]] = {}
+        self._traffic: dict[str, dict] = {}
         #: Per-query selectors by application, kept across reloads while the policy and its
         #: parameters stay the same (what they learned survives).
         self._selectors: dict[str, tuple[tuple[str, str], Selector]] = {}
@@ -208,10 +215,12 @@ class RoutingTable:
         order = {name: store.activation_order(name) for name in names}
         states = {app.name: store.get_policy_states(app.name) for app in apps
                   if _POLICY_ALIASES.get(app.policy, app.policy) != "default"}
-        return apps, links, versions, current, order, states
+        traffic = {name: parse_traffic(stored) for name in names
+                   if (stored := store.get_traffic(name)) is not None}
+        return apps, links, versions, current, order, states, traffic
 
     def _apply(self, snapshot: Snapshot) -> None:
-        apps, links, versions, current, order, states = snapshot
+        apps, links, versions, current, order, states, traffic = snapshot
         paths: dict[bytes, tuple[AppRoute, bool]] = {}
         by_name: dict[str, AppRoute] = {}
         selectors: dict[str, tuple[tuple[str, str], Selector]] = {}
@@ -242,6 +251,7 @@ class RoutingTable:
             self._versions.setdefault(mv.name, set()).add(mv.version)
         self._current = current
         self._order = order
+        self._traffic = traffic
         self.scheduler.set_batch_sizes({(mv.name, mv.version): mv.batch_size
                                         for mv in versions})
         self.apps = by_name
@@ -281,6 +291,32 @@ class RoutingTable:
                 chosen = route.policy.select(None, list(arms), self._rng)
                 target = arms[chosen[0]] if chosen else None
             route.target = target
+            route.split, route.shadows = self._traffic_of(route, queues)
+
+    def _traffic_of(self, route: AppRoute,
+                    queues: dict[tuple[str, str], VersionQueue]) -> tuple[Split | None,
+                                                                          Shadows | None]:
+        """The split and shadows of the application's model, among versions with replicas
+        (a single model under the default policy only)."""
+        if route.selector is not None or len(route.linked) != 1 or route.target is None:
+            return None, None
+        model = route.linked[0]
+        traffic = self._traffic.get(model)
+        if traffic is None:
+            return None, None
+
+        def serving(version: str) -> VersionQueue | None:
+            queue = queues.get((model, version))
+            return queue if queue is not None and queue.replicas else None
+
+        weighted = [(queue, float(weight)) for version, weight in traffic["split"].items()
+                    if weight > 0 and (queue := serving(version)) is not None]
+        split = Split(weighted, self.metrics, self._rng) if weighted else None
+        shadow_queues = [queue for version in traffic["shadows"]
+                         if (queue := serving(version)) is not None]
+        shadows = Shadows(shadow_queues, self.scheduler, self.metrics) if shadow_queues \
+            else None
+        return split, shadows
 
     def version_target(self, route: AppRoute, version: str) -> VersionQueue | None:
         """The queue of ``version`` of the application's model (a query that pins a version)."""

@@ -101,6 +101,17 @@ class StateStore(ABC):
     def get_policy_states(self, app_name: str) -> dict[str, str]:
         """Every learned state of an application's policy, by key ({} if none)."""
 
+    # -- traffic between versions ---------------------------------------------------------
+    @abstractmethod
+    def set_traffic(self, model_name: str, traffic: str | None) -> None:
+        """Store a model's traffic management (JSON: split, shadows, previous version; see
+        :mod:`clipper_core.frontend.traffic`), or forget it (None). Publishes
+        ``Change("model", model_name)``."""
+
+    @abstractmethod
+    def get_traffic(self, model_name: str) -> str | None:
+        """A model's traffic management (JSON), None if it has none."""
+
     # -- model versions -----------------------------------------------------------------
     @abstractmethod
     def add_model_version(self, model: ModelVersion) -> None:

@@ -11,6 +11,7 @@ Key layout, under a prefix (``clipper:`` unless the URL says ``?prefix=...``)::
     <p>replica_ids           hash  json [name, version] -> ids handed out so far
     <p>seq                   counter behind every "<seq>" and score (registration order)
     <p>policy:<app>          hash  key ("" or a user id) -> learned policy state (json)
+    <p>traffic               hash  model name -> traffic management (json)
 
 Every write is one Lua script: it checks, writes and ``PUBLISH``es its change on the channel
 ``<p>changes`` atomically. Each store object with subscribers runs one listener thread;
@@ -119,6 +120,13 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[4])
 return 'OK'
 """
+# KEYS: traffic; ARGV: channel, model name, traffic json ("" to forget it), change.
+_SET_TRAFFIC = """
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[2])
+else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+redis.call('PUBLISH', ARGV[1], ARGV[4])
+return 'OK'
+"""
 # KEYS: replicas; ARGV: channel, frontend id.
 _CLEAR_REPLICAS = """
 local all = redis.call('HGETALL', KEYS[1])
@@ -198,7 +206,7 @@ class RedisStore(StateStore):
                 ("set_current", _SET_CURRENT), ("delete_model", _DELETE_MODEL),
                 ("add_replica", _ADD_REPLICA), ("remove_replica", _REMOVE_REPLICA),
                 ("clear_replicas", _CLEAR_REPLICAS), ("set_policy", _SET_POLICY),
-                ("put_policy_state", _PUT_POLICY_STATE))
+                ("put_policy_state", _PUT_POLICY_STATE), ("set_traffic", _SET_TRAFFIC))
         }
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
@@ -270,6 +278,14 @@ class RedisStore(StateStore):
 
     def get_policy_states(self, app_name: str) -> dict[str, str]:
         return self._client.hgetall(self._k("policy", app_name))
+
+    # -- traffic between versions ---------------------------------------------------------
+    def set_traffic(self, model_name: str, traffic: str | None) -> None:
+        self._run("set_traffic", [self._k("traffic")],
+                  [model_name, traffic or "", self._change("model", model_name)])
+
+    def get_traffic(self, model_name: str) -> str | None:
+        return self._client.hget(self._k("traffic"), model_name)
 
     # -- links --------------------------------------------------------------------------
     def add_link(self, app_name: str, model_name: str) -> None:

@@ -90,6 +90,10 @@ CREATE TABLE IF NOT EXISTS policy_states (
     state TEXT NOT NULL,
     PRIMARY KEY (app_name, key)
 );
+CREATE TABLE IF NOT EXISTS traffic (
+    model_name TEXT PRIMARY KEY,
+    traffic TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -233,6 +237,20 @@ class SQLiteStore(StateStore):
         rows = self._read("SELECT key, state FROM policy_states WHERE app_name = ?",
                           (app_name,))
         return dict(rows)
+
+    # -- traffic between versions ---------------------------------------------------------
+    def set_traffic(self, model_name: str, traffic: str | None) -> None:
+        with self._write() as cur:
+            if traffic is None:
+                cur.execute("DELETE FROM traffic WHERE model_name = ?", (model_name,))
+            else:
+                cur.execute("INSERT OR REPLACE INTO traffic (model_name, traffic) VALUES (?, ?)",
+                            (model_name, traffic))
+            self._changed(cur, "model", model_name)
+
+    def get_traffic(self, model_name: str) -> str | None:
+        rows = self._read("SELECT traffic FROM traffic WHERE model_name = ?", (model_name,))
+        return rows[0][0] if rows else None
 
     # -- links --------------------------------------------------------------------------
     def add_link(self, app_name: str, model_name: str) -> None:

@@ -346,3 +346,40 @@ def test_selection_policy_routes_and_several_links(mgmt) -> None:
     assert link(mgmt, models=("m", "n")).text == \
         "Successfully linked model with name 'm', 'n' to application 'app'"
     assert mgmt.ok("get_linked_models", {"app_name": "app"}) == ["m", "n"]
+
+
+@pytest.mark.parametrize(("route", "body", "names"), [
+    ("set_traffic_split", {"model_name": "m", "weights": {"1": 90, "9": 10}},
+     "Unknown version '9'"),
+    ("set_traffic_split", {"model_name": "m", "weights": {"1": 0, "2": 0}}, "sum to a positive"),
+    ("set_traffic_split", {"model_name": "m", "weights": {"1": -5, "2": 10}}, "version '1'"),
+    ("set_traffic_split", {"model_name": "m", "weights": {"1": "lots"}}, "'lots'"),
+    ("set_traffic_split", {"model_name": "m", "weights": []}, "key weights expected type object"),
+    ("set_shadow_versions", {"model_name": "m", "versions": ["7"]}, "shadow version '7'"),
+    ("set_shadow_versions", {"model_name": "m", "versions": ["2"]}, "is current"),
+    ("promote_canary", {"model_name": "m"}, "no canary version"),
+    ("rollback", {"model_name": "m"}, "nothing to roll back"),
+])
+def test_bad_input_to_the_traffic_routes_is_a_400_naming_it(mgmt, route, body, names) -> None:
+    add_model(mgmt, "m", "1")
+    add_model(mgmt, "m", "2")
+    assert names in mgmt.error(route, body)
+    assert mgmt.ok("get_traffic", {"model_name": "m"}) == {
+        "current": "2", "split": {}, "shadows": [], "previous": None}  # nothing was written
+
+
+def test_traffic_routes_split_promote_and_roll_back(mgmt) -> None:
+    add_model(mgmt, "m", "1")
+    add_model(mgmt, "m", "2")
+    mgmt.ok("set_model_version", {"model_name": "m", "model_version": "1"})
+    assert "No model with name 'zzz'" in mgmt.error("get_traffic", {"model_name": "zzz"})
+    assert mgmt.ok("set_traffic_split", {"model_name": "m", "weights": {"1": 95, "2": 5}}) == \
+        "Successfully split the traffic of model 'm' (1: 95, 2: 5)"
+    assert mgmt.ok("set_shadow_versions", {"model_name": "m", "versions": ["2"]})
+    assert mgmt.ok("get_traffic", {"model_name": "m"}) == {
+        "current": "1", "split": {"1": 95, "2": 5}, "shadows": ["2"], "previous": "1"}
+    assert mgmt.ok("promote_canary", {"model_name": "m"}) == \
+        "Promoted version '2' of model 'm' to current"
+    assert mgmt.ok("rollback", {"model_name": "m"}) == "Rolled model 'm' back to version '1'"
+    assert mgmt.ok("get_traffic", {"model_name": "m"}) == {
+        "current": "1", "split": {}, "shadows": [], "previous": None}

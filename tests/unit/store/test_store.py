@@ -222,6 +222,19 @@ def test_current_version_and_activation_order(store: StateStore) -> None:
 
 
 # -- replicas -----------------------------------------------------------------------------
+def test_traffic_round_trips_and_publishes_its_model(store: StateStore) -> None:
+    rec = Recorder()
+    sub = store.subscribe(rec)
+    assert store.get_traffic("m") is None
+    traffic = '{"split":{"1":90,"2":10},"shadows":["3"],"previous":"1"}'
+    store.set_traffic("m", traffic)
+    assert store.get_traffic("m") == traffic
+    store.set_traffic("m", None)
+    assert store.get_traffic("m") is None
+    rec.wait(Change("model", "m"), Change("model", "m"))
+    sub.close()
+
+
 def test_replicas(store: StateStore) -> None:
     assert store.list_replicas() == []
     r0 = Replica("m", "1", 0, InputType.DOUBLES, "fe-a")
