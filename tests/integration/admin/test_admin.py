@@ -91,6 +91,22 @@ def test_model_version_sets_correctly(conn):
     assert current == {"1": True, "2": False}
 
 
+def test_traffic_split_shadow_promote_and_rollback(conn):
+    conn.register_model("rollout", "1", "doubles")
+    conn.register_model("rollout", "2", "doubles")
+    conn.set_model_version("rollout", "1")
+    conn.set_traffic_split("rollout", {"1": 90, "2": 10})
+    conn.set_shadow_versions("rollout", ["2"])
+    assert conn.get_traffic("rollout") == {"current": "1", "split": {"1": 90, "2": 10},
+                                           "shadows": ["2"], "previous": "1"}
+    conn.promote_canary("rollout")
+    assert conn.get_current_model_version("rollout") == "2"
+    conn.rollback("rollout")
+    assert conn.get_current_model_version("rollout") == "1"
+    with pytest.raises(ClipperException, match="Unknown version '3'"):
+        conn.set_traffic_split("rollout", {"3": 1})
+
+
 def test_get_logs_creates_log_files(conn, tmp_path):
     paths = conn.get_clipper_logs(str(tmp_path / "logs"))
     assert paths
