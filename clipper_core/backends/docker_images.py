@@ -106,7 +106,7 @@ def _digest(*parts: Any) -> str:
 def _tree_digest(root: Path, ignore: Callable[[str, list[str]], Iterable[str]]) -> str:
     """Digest of every file under ``root`` that a copy with ``ignore`` would take."""
     h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         skipped = set(ignore(dirpath, dirnames + filenames))
         dirnames[:] = sorted(d for d in dirnames if d not in skipped)
         for name in sorted(f for f in filenames if f not in skipped):
@@ -333,10 +333,11 @@ class ImageBuilder:
         source = _Source(dist_name, klass.__module__) if dist_name else None
         requirements = list(klass.image_requirements)
         apt = " ".join(klass.image_apt_packages)
+        commands = " && ".join(klass.image_commands)
         tag = image_tag(f"{deployer_name}-closure", self.base_image)
         dockerfile = _template("deployer")
         key = _digest("deployer", dockerfile, self._image_id(closure), requirements, apt,
-                      source.digest() if source else None)
+                      commands, source.digest() if source else None)
         if not self._up_to_date(tag, key):
             with tempfile.TemporaryDirectory(prefix="clipper-image-") as ctx:
                 python = self.python_version(closure)
@@ -350,7 +351,8 @@ class ImageBuilder:
                 self.requirement_wheels(requirements, wheels, closure)
                 Path(ctx, "requirements.txt").write_text("\n".join(requirements) + "\n")
                 Path(ctx, "Dockerfile").write_text(dockerfile)
-                self._build(ctx, tag, key, {"CLOSURE_IMAGE": closure, "APT_PACKAGES": apt},
+                self._build(ctx, tag, key, {"CLOSURE_IMAGE": closure, "APT_PACKAGES": apt,
+                                              "IMAGE_COMMANDS": commands},
                             python)
         self._done[deployer_name] = tag
         return tag

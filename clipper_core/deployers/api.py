@@ -210,6 +210,8 @@ class Deployer(ABC):
     image_requirements: ClassVar[tuple[str, ...]] = ()
     #: Debian packages the image needs (e.g. a JRE for PySpark).
     image_apt_packages: ClassVar[tuple[str, ...]] = ()
+    #: Shell commands run at the end of the image build, after the plugin is installed.
+    image_commands: ClassVar[tuple[str, ...]] = ()
 
     def check_function(self, func: Callable[..., Any]) -> None:
         """Fail at deploy time if ``func`` cannot take ``func_extra_args`` + 1 arguments."""
@@ -243,6 +245,11 @@ class Deployer(ABC):
     @abstractmethod
     def load(self, bundle: Bundle) -> Predictor:
         """Inside the replica: load the bundle once and return the predict callable."""
+
+    def replica_command(self, bundle: Bundle) -> tuple[list[str], dict[str, str]] | None:
+        """``(argv, extra environment)`` of a process that serves ``bundle`` itself (a replica
+        written in another language), run by the runtime instead of :meth:`load`; or None."""
+        return None
 
 
 def write_bundle(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,6 +94,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     except RuntimeConfigError as exc:
         print(exc, file=sys.stderr, flush=True)
         return EXIT_CONFIG
+    command = _replica_command(config.model_path)
+    if command is not None:
+        return _run_replica_command(*command)
     try:
         bundle, predict = load_predictor(config.model_path)
     except BundleLoadError as exc:
@@ -112,6 +117,34 @@ def main(environ: Mapping[str, str] | None = None) -> int:
             ready_file.unlink(missing_ok=True)
     log.info("Stopped")
     return 0
+
+
+def _replica_command(path: str | os.PathLike[str]) -> tuple[list[str], dict[str, str]] | None:
+    """The bundle's own replica process (another language), if its deployer has one."""
+    try:
+        bundle = Bundle.read(path)
+        return _deployer_class(bundle.deployer)().replica_command(bundle)
+    except Exception:  # load_predictor reports what is wrong with the bundle
+        return None
+
+
+def _run_replica_command(argv: list[str], extra_env: dict[str, str]) -> int:
+    """Run the bundle's replica process until it exits; SIGTERM reaches it as SIGINT.
+
+    Such runtimes (Rscript) may die on SIGTERM without cleanup but can catch SIGINT, which
+    lets them say goodbye to the frontend.
+    """
+    log.info("Serving the bundle with %s", " ".join(argv))
+    child = subprocess.Popen(argv, env={**os.environ, **extra_env}, stdin=subprocess.DEVNULL)
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = child.wait()
+    log.info("The replica process exited with code %d", code)
+    return code if code >= 0 else 128 - code
 
 
 def _write_ready_file(config: RuntimeConfig) -> Path | None:
