@@ -134,8 +134,8 @@ check_function <- function(func, sample_input) {
 #' @return The model's description (input type, packages), invisibly.
 #' @export
 save_model <- function(func, sample_input, path, packages = character(), verify = TRUE) {
-  expected <- check_function(func, sample_input)
   captured <- capture_function(func, packages)
+  expected <- check_function(func, sample_input)
   model <- c(list(format = MODEL_FORMAT,
                   rclipper = as.character(utils::packageVersion("Rclipper")),
                   r_version = paste(R.version$major, R.version$minor, sep = "."),

@@ -12,6 +12,8 @@
 #'
 #' @param cluster_name The cluster's name.
 #' @param backend `"local"` (the embedded default, no Docker) or `"docker"`.
+#' @param cluster_dir The local cluster's directory (default: the backend's,
+#'   `~/.clipper/<cluster_name>`).
 #' @param management_addr,query_addr `host:port` of the management and query APIs.
 #' @param token The management token (sent as `Authorization: Bearer <token>`);
 #'   default `CLIPPER_MANAGEMENT_TOKEN`, else the one the cluster reports.
@@ -20,11 +22,11 @@
 #' @return A `clipper_connection`.
 #' @export
 clipper_connection <- function(cluster_name = "default-cluster", backend = "local",
-                               management_addr = NULL, query_addr = NULL,
+                               cluster_dir = NULL, management_addr = NULL, query_addr = NULL,
                                token = Sys.getenv("CLIPPER_MANAGEMENT_TOKEN"),
                                python = Sys.getenv("CLIPPER_PYTHON", "python3")) {
   conn <- structure(list(cluster_name = cluster_name, backend = backend, python = python,
-                         management_addr = management_addr, query_addr = query_addr,
+                         cluster_dir = cluster_dir, management_addr = management_addr, query_addr = query_addr,
                          token = token), class = "clipper_connection")
   if (is.null(management_addr) || is.null(query_addr)) {
     found <- jsonlite::fromJSON(paste(run_bridge(conn, "connect", capture = TRUE),
@@ -47,7 +49,8 @@ print.clipper_connection <- function(x, ...) {
 # output, or returns it with capture = TRUE.
 run_bridge <- function(conn, command, args = character(), capture = FALSE) {
   argv <- c("-m", "clipper_deployer_r", command, "--backend", conn$backend,
-            "--cluster-name", conn$cluster_name, args)
+            "--cluster-name", conn$cluster_name,
+            if (!is.null(conn$cluster_dir)) c("--cluster-dir", conn$cluster_dir), args)
   out <- suppressWarnings(system2(conn$python, shQuote(argv),
                                   stdout = if (capture) TRUE else "",
                                   stderr = if (capture) TRUE else ""))

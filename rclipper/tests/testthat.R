@@ -1,0 +1,4 @@
+library(testthat)
+library(Rclipper)
+
+test_check("Rclipper")
