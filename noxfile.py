@@ -7,12 +7,13 @@ its declared dependencies are proven sufficient.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "tests", "browser", "docker", "plugins", "mxnet", "k8s"]
+nox.options.sessions = ["lint", "tests", "browser", "docker", "plugins", "mxnet", "k8s", "r"]
 
 ROOT = Path(__file__).parent
 #: Plugins tested by the ``plugins`` session, with what each needs installed first.
@@ -93,6 +94,28 @@ def mxnet(session: nox.Session) -> None:
     session.install("-e", ".[test]", "-e", "plugins/clipper-deployer-mxnet[test]",
                     *MXNET_PREREQUISITES)
     session.run(*PYTEST, "plugins/clipper-deployer-mxnet/tests", *session.posargs)
+
+
+@nox.session
+def r(session: nox.Session) -> None:
+    """R: installs R from Debian, runs ``R CMD check`` of rclipper/ (no warning allowed) and the
+    R deployer plugin's tests (embedded default and Docker)."""
+    session.run("bash", "scripts/install-r.sh", external=True)
+    session.run("bash", "scripts/ensure-docker.sh", external=True)
+    session.run("bash", "scripts/build-base-image.sh", external=True)
+    session.install("-e", ".[test]", "-e", "plugins/clipper-deployer-r[test]")
+    check_dir = Path(session.create_tmp()) / "rcheck"
+    check_dir.mkdir(exist_ok=True)
+    with session.chdir(check_dir):
+        session.run("R", "CMD", "build", str(ROOT / "rclipper"), external=True)
+        version = re.search(r"^Version: (\S+)", (ROOT / "rclipper" / "DESCRIPTION").read_text(),
+                            re.M)[1]
+        session.run("R", "CMD", "check", "--no-manual", f"Rclipper_{version}.tar.gz",
+                    external=True)
+    status = (check_dir / "Rclipper.Rcheck" / "00check.log").read_text().splitlines()[-1]
+    if "WARNING" in status or "ERROR" in status:
+        session.error(f"R CMD check: {status}; see {check_dir}/Rclipper.Rcheck/00check.log")
+    session.run(*PYTEST, "plugins/clipper-deployer-r/tests", *session.posargs)
 
 
 @nox.session(default=False)

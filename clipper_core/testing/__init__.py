@@ -1,7 +1,8 @@
 """What plugin authors import to test their plugins the way the built-ins are tested.
 
 :class:`DeployerConformance` is the deployer conformance suite; :class:`DeployerEndToEnd` adds a
-deployment on the embedded default queried over REST. See ``docs/plugins/writing-a-deployer.md``.
+deployment on the embedded default queried over REST; :class:`DeployerRegistration` holds only
+its registration tests, for deployers whose replicas are not Python. See ``docs/plugins/writing-a-deployer.md``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from clipper_core.testing.conformance import (
     DeployerConformance,
     DeployerEndToEnd,
+    DeployerRegistration,
     LocalCluster,
     assert_outputs_match,
     load_counting,
@@ -20,6 +22,7 @@ from clipper_core.testing.conformance import (
 __all__ = [
     "DeployerConformance",
     "DeployerEndToEnd",
+    "DeployerRegistration",
     "LocalCluster",
     "assert_outputs_match",
     "load_counting",

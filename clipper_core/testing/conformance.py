@@ -213,11 +213,38 @@ class _NoCluster:
 # -------------------------------------------------------------------------------------------
 
 
-class DeployerConformance:
-    """Inherited tests for a :class:`~clipper_core.deployers.api.Deployer` plugin."""
+class DeployerRegistration:
+    """Inherited tests that a deployer plugin registers like the built-ins: every deployer,
+    also one whose replicas are not Python (the R deployer), passes these."""
 
     #: The Deployer subclass under test.
     deployer_class: ClassVar[type[Deployer]]
+
+    # -- registration -------------------------------------------------------------------
+    def test_registered_through_entry_point(self) -> None:
+        pm = get_plugin_manager()
+        registry = deployers(pm)
+        name = self.deployer_class.name
+        assert registry.get(name) is self.deployer_class
+        provider = registry.providers[name]
+        assert provider == f"deployer-{name}", (
+            f"the plugin that registers {name!r} is {provider!r}; register it under the "
+            f"'clipper' entry-point group as deployer-{name}")
+        rows = {row["name"]: row for row in list_plugins(pm)}
+        assert f"deployer {name}" in rows[provider]["provides"]
+        assert "built-in" not in rows[provider]["distribution"]
+        group = {ep.name for ep in metadata.entry_points(group="clipper")}
+        assert provider in group
+
+    def test_blocked_by_clipper_disable_plugins(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        name = self.deployer_class.name
+        monkeypatch.setenv("CLIPPER_DISABLE_PLUGINS", f"deployer-{name}")
+        with pytest.raises(PluginError, match=f"No deployer named '{name}'"):
+            deployers(get_plugin_manager()).get(name)
+
+
+class DeployerConformance(DeployerRegistration):
+    """Inherited tests for a :class:`~clipper_core.deployers.api.Deployer` plugin."""
     #: Input type of :meth:`inputs` (``doubles``, ``strings``...).
     input_type: ClassVar[str]
     #: Name of the model parameter of the deploy function (``pytorch_model``).
@@ -268,28 +295,6 @@ class DeployerConformance:
     @pytest.fixture
     def deployer(self) -> Deployer:
         return self.deployer_class()
-
-    # -- registration -------------------------------------------------------------------
-    def test_registered_through_entry_point(self) -> None:
-        pm = get_plugin_manager()
-        registry = deployers(pm)
-        name = self.deployer_class.name
-        assert registry.get(name) is self.deployer_class
-        provider = registry.providers[name]
-        assert provider == f"deployer-{name}", (
-            f"the plugin that registers {name!r} is {provider!r}; register it under the "
-            f"'clipper' entry-point group as deployer-{name}")
-        rows = {row["name"]: row for row in list_plugins(pm)}
-        assert f"deployer {name}" in rows[provider]["provides"]
-        assert "built-in" not in rows[provider]["distribution"]
-        group = {ep.name for ep in metadata.entry_points(group="clipper")}
-        assert provider in group
-
-    def test_blocked_by_clipper_disable_plugins(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        name = self.deployer_class.name
-        monkeypatch.setenv("CLIPPER_DISABLE_PLUGINS", f"deployer-{name}")
-        with pytest.raises(PluginError, match=f"No deployer named '{name}'"):
-            deployers(get_plugin_manager()).get(name)
 
     def test_declares_its_needs(self, deployer: Deployer) -> None:
         assert deployer.func_extra_args >= 1, "a framework deployer passes the model to func"

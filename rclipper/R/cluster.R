@@ -51,9 +51,14 @@ run_bridge <- function(conn, command, args = character(), capture = FALSE) {
   argv <- c("-m", "clipper_deployer_r", command, "--backend", conn$backend,
             "--cluster-name", conn$cluster_name,
             if (!is.null(conn$cluster_dir)) c("--cluster-dir", conn$cluster_dir), args)
+  errors <- if (capture) tempfile() else ""
+  on.exit(if (capture) unlink(errors))
+  # R's LD_LIBRARY_PATH (set by its start script) can make a Python load another libpython
+  library_path <- Sys.getenv("LD_LIBRARY_PATH", unset = NA)
+  Sys.unsetenv("LD_LIBRARY_PATH")
+  on.exit(if (!is.na(library_path)) Sys.setenv(LD_LIBRARY_PATH = library_path), add = TRUE)
   out <- suppressWarnings(system2(conn$python, shQuote(argv),
-                                  stdout = if (capture) TRUE else "",
-                                  stderr = if (capture) TRUE else ""))
+                                  stdout = if (capture) TRUE else "", stderr = errors))
   status <- if (capture) attr(out, "status") else out
   if (!is.null(status) && status != 0L) {
     stop(sprintf(paste0("`%s -m clipper_deployer_r %s` failed with exit status %d%s. The ",
@@ -61,7 +66,7 @@ run_bridge <- function(conn, command, args = character(), capture = FALSE) {
                         "(pip install clipper-deployer-r); set CLIPPER_PYTHON to the ",
                         "interpreter that has them"),
                  conn$python, command, status,
-                 if (capture) paste0(":\n", paste(out, collapse = "\n")) else ""),
+                 if (capture) paste0(":\n", paste(readLines(errors), collapse = "\n")) else ""),
          call. = FALSE)
   }
   invisible(out)
@@ -74,9 +79,9 @@ http_post <- function(conn, url, body, management) {
     headers <- c(headers, Authorization = paste("Bearer", conn$token))
   }
   curl::handle_setheaders(handle, .list = as.list(headers))
-  curl::handle_setopt(handle, post = TRUE,
-                      postfields = as.character(jsonlite::toJSON(body, auto_unbox = TRUE,
-                                                                 digits = NA)))
+  curl::handle_setopt(handle, post = TRUE, timeout = 60L,
+                      postfields = as.character(jsonlite::toJSON(
+                        body, auto_unbox = TRUE, digits = NA, always_decimal = TRUE)))
   response <- curl::curl_fetch_memory(url, handle = handle)
   text <- rawToChar(response$content)
   Encoding(text) <- "UTF-8"
@@ -129,7 +134,8 @@ query_input <- function(input, input_type) {
     if (is.character(input) && length(input) == 1L) return(input)
     return(as.character(jsonlite::toJSON(input, digits = NA)))
   }
-  I(as.vector(input))
+  if (input_type == "ints") return(I(as.integer(input)))
+  I(as.numeric(input))
 }
 
 #' Query an application
@@ -192,15 +198,19 @@ deploy_model <- function(conn, name, version, input_type, image, num_replicas = 
 #' @inheritParams deploy_model
 #' @inheritParams save_model
 #' @param func The prediction function.
+#' @param input_type The input type to serve (default: from the sample input; a numeric
+#'   sample input may also serve `floats`).
 #' @return The saved model's description, invisibly.
 #' @export
-deploy_r_function <- function(conn, name, version, func, sample_input, num_replicas = 1L,
+deploy_r_function <- function(conn, name, version, func, sample_input,
+                              input_type = input_type_of(sample_input), num_replicas = 1L,
                               batch_size = -1L, packages = character()) {
   path <- tempfile(fileext = ".rds")
   on.exit(unlink(path))
   description <- save_model(func, sample_input, path, packages = packages)
   run_bridge(conn, "deploy", c("--name", name, "--version", as.character(version),
-                               "--rds", path, "--num-replicas", as.character(num_replicas),
+                               "--rds", path, "--input-type", input_type,
+                               "--num-replicas", as.character(num_replicas),
                                "--batch-size", as.character(batch_size)))
   invisible(description)
 }

@@ -79,12 +79,7 @@ decode_inputs <- function(input_type, sizes, data, input_class = "character") {
   }
   values <- read_elements(data, input_type)
   counts <- sizes %/% item
-  if (all(counts == counts[1L])) {  # one read, then cut into equal pieces
-    k <- counts[1L]
-    return(lapply(seq_len(n), function(i) values[seq_len(k) + (i - 1L) * k]))
-  }
-  value_ends <- cumsum(counts)
-  lapply(seq_len(n), function(i) values[seq_len(counts[i]) + (value_ends[i] - counts[i])])
+  unname(split(values, rep.int(seq_len(n), counts)))
 }
 
 decode_strings <- function(inputs, input_class) {

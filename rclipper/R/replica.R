@@ -25,7 +25,21 @@ new_replica <- function(model, name, version, input_type, rpc_version, heartbeat
 }
 
 send <- function(socket, frames) {
-  pbdZMQ::zmq.send.multipart(socket, frames, serialize = FALSE)
+  last <- length(frames)
+  for (i in seq_len(last - 1L)) {
+    pbdZMQ::zmq.msg.send(frames[[i]], socket, flags = zmq_constants$SNDMORE, serialize = FALSE)
+  }
+  pbdZMQ::zmq.msg.send(frames[[last]], socket, flags = zmq_constants$BLOCK, serialize = FALSE)
+}
+
+receive <- function(socket) {
+  frames <- list()
+  repeat {
+    frames[[length(frames) + 1L]] <- pbdZMQ::zmq.msg.recv(socket, flags = zmq_constants$BLOCK,
+                                                          unserialize = FALSE)
+    more <- pbdZMQ::zmq.getsockopt(socket, zmq_constants$RCVMORE, integer(1L))
+    if (more != 1L) return(frames)
+  }
 }
 
 heartbeat_if_due <- function(state, socket) {
@@ -95,16 +109,16 @@ handle_message <- function(state, socket, frames) {
 # Serves on one socket until the frontend is silent for `reconnect_after` seconds
 # (returns TRUE: reconnect).
 serve_session <- function(state, socket, reconnect_after) {
-  pollin <- pbdZMQ::ZMQ.PO()$POLLIN
+  pollin <- zmq_constants$POLLIN
   send(socket, heartbeat_message())
   state$last_heartbeat <- now_s()
   connected <- FALSE
   last_message <- now_s()
   repeat {
     wait_ms <- max(0L, as.integer(1000 * (state$interval - (now_s() - state$last_heartbeat))))
-    pbdZMQ::zmq.poll(c(socket), c(pollin), timeout = wait_ms)
+    pbdZMQ::zmq.poll(c(socket), c(pollin), timeout = wait_ms, MC = zmq_constants$MC)
     if (bitwAnd(pbdZMQ::zmq.poll.get.revents(1L), pollin) != 0L) {
-      frames <- pbdZMQ::zmq.recv.multipart(socket, unserialize = FALSE)
+      frames <- receive(socket)
       connected <- TRUE
       last_message <- now_s()
       tryCatch(handle_message(state, socket, frames), error = function(e) {

@@ -25,7 +25,7 @@ from clipper_deployer_r import deploy_r_model
 from clipper_deployer_r.deployer import RDeployer, rclipper_library, write_r_bundle
 
 
-def _manager(args: argparse.Namespace):  # noqa: ANN202 (either manager class)
+def _manager(args: argparse.Namespace):
     from clipper_admin import DockerContainerManager, LocalContainerManager
 
     if args.backend == "local":
@@ -36,7 +36,7 @@ def _manager(args: argparse.Namespace):  # noqa: ANN202 (either manager class)
     raise ClipperError(msg)
 
 
-def _connection(args: argparse.Namespace):  # noqa: ANN202
+def _connection(args: argparse.Namespace):
     from clipper_admin import ClipperConnection
 
     conn = ClipperConnection(_manager(args))

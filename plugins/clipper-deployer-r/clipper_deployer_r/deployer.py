@@ -37,6 +37,8 @@ R_APT_PACKAGES = ("r-base-core", "r-cran-pbdzmq", "r-cran-jsonlite", "r-cran-cod
 #: Where the Rclipper package is installed; default ``<cache>/R/<source digest>``.
 LIBRARY_ENV = "CLIPPER_R_LIBRARY"
 _INSTALL_TIMEOUT_S = 300
+#: Both arrive in R as numeric vectors, so a model saved for one serves the other.
+_R_NUMERIC = {InputType.DOUBLES, InputType.FLOATS}
 
 
 def rscript() -> str:
@@ -134,7 +136,7 @@ def write_r_bundle(bundle_dir: Path, rds_path: str | os.PathLike[str],
     description = describe_r_model(rds_path)
     recorded = InputType.parse(description["input_type"])
     itype = InputType.parse(input_type) if input_type is not None else recorded
-    if itype is not recorded:
+    if itype is not recorded and {itype, recorded} != _R_NUMERIC:
         msg = (f"The R model was saved for {recorded.canonical} inputs (its sample input), but "
                f"input_type={input_type!r} was given. Pass input_type={recorded.canonical!r} "
                "or save the model with a sample input of the other type")
