@@ -17,9 +17,9 @@ RunR = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture(scope="session")
 def run_r() -> RunR:
     """``run_r(code, *args)``: run R code in a fresh Rscript with Rclipper; fail on errors."""
-    env = {**os.environ, "R_LIBS": str(rclipper_library()), "CLIPPER_PYTHON": sys.executable}
-
     def run(code: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        # Read the environment per call: a Docker fixture sets CLIPPER_BASE_IMAGE while it lives.
+        env = {**os.environ, "R_LIBS": str(rclipper_library()), "CLIPPER_PYTHON": sys.executable}
         proc = subprocess.run([rscript(), "--vanilla", "-e", code, *args], env=env,
                               capture_output=True, text=True, timeout=timeout, check=False)
         assert proc.returncode == 0, f"R failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
