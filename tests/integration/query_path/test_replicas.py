@@ -171,7 +171,12 @@ def test_store_changes_are_picked_up_without_restart(
     assert wait_for_output(cluster, "live", "v1")
     cluster.add_model("live", "3")  # exists, current, but no replica: v1 still answers
     assert cluster.predict("live", {"input": [2.0]})["output"] == "v1"
-    pinned = cluster.predict("live", {"input": [2.0], "version": "3"})
+    # The change feed is asynchronous: until the frontend has read version 3, pinning it is a 400.
+    deadline = time.monotonic() + 10
+    while (pinned := cluster.post("/live/predict", {"input": [2.0], "version": "3"})).status_code != 200:
+        assert time.monotonic() < deadline, pinned.text
+        time.sleep(0.02)
+    pinned = pinned.json()
     assert pinned["default"] is True and pinned["default_explanation"] == NO_MODELS
     cluster.store.delete_application("live")
     deadline = time.monotonic() + 10
