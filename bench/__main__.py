@@ -41,6 +41,8 @@ from bench.runner import (
     pin_and_limit_threads,
     records,
 )
+from bench.selection import APP as ENSEMBLE_APP
+from bench.selection import deploy_ensemble, measure_selection
 from bench.workloads import BODY_TEMPLATE, deployments, scenarios
 
 log = logging.getLogger("bench")
@@ -147,16 +149,22 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
         with Cluster(Path(tmp) / "cluster") as cluster:
             deps = deployments()
             many = not only or "many" in only
-            rest = [name for name in only or () if name != "many"]
+            selection = not only or "selection" in only
+            rest = [name for name in only or () if name not in ("many", "selection")]
             chosen = scenarios([d.app for d in deps], rest) if rest or not only else []
-            apps = {s.app for s in chosen} | ({"sum"} if many or profile else set())  # they query sum
+            queries_sum = many or selection or profile
+            apps = {s.app for s in chosen} | ({"sum"} if queries_sum else set())
             deps = [d for d in deps if d.app in apps]
             for dep in deps:
                 cluster.deploy(dep)
+            if selection:
+                deploy_ensemble(cluster)
             for scenario in chosen:
                 cluster.wait_ready(scenario.app, scenario.body)
-            if many or profile:
+            if queries_sum:
                 cluster.wait_ready("sum")
+            if selection:
+                cluster.wait_ready(ENSEMBLE_APP)
             log.info("cluster up, %d applications deployed in %.1f s", len(deps),
                      time.monotonic() - started)
             meta["processes"] = _processes([str(tmp)])
@@ -176,6 +184,8 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
                 except BenchError as exc:  # the measurements stand without the profile
                     log.error("%s: %s", key, exc)
                     meta[key] = {"error": str(exc)}
+            if selection:
+                recs += measure_selection(cluster, runner)
             if many:  # last: its registrations stay on the cluster
                 recs += measure_many(cluster, runner, ngx.port)
     lags = [m.open[r].send_lag_p99_ms for m in measured.values() for r in m.open]
@@ -212,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
     parser.add_argument("--only", action="append", metavar="SCENARIO",
-                        help="measure only this scenario (repeatable), e.g. sum")
+                        help="measure only this scenario (repeatable), e.g. sum, or the many or "
+                             "selection figures")
     parser.add_argument("--sut-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--nice", type=int, default=0,

@@ -62,6 +62,8 @@ def targets(records: list[dict[str, Any]]) -> list[Target]:
     ratio("bytes-150k/saturation", "ratio_qps",
           "150 KB bytes input: MB/s at saturation >= 0.5 x nginx reading the same body",
           lambda v: v >= 0.5)
+    ratio("selection/exp4-of-3-c1-ratio", "value",
+          "Exp4 ensemble of 3 models, concurrency 1: p50 < 2 x one model's", lambda v: v < 2)
     ratio("many/sum-throughput-ratio", "value",
           "sum among 1,000 applications: saturation within 5% of sum alone", lambda v: v >= 0.95)
     return out

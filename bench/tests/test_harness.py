@@ -93,8 +93,9 @@ def test_targets_are_judged_from_the_records():
         {"scenario": "sum/c1", "ratio_p50": 2.5},
         {"scenario": "batchable/open-50", "p99_ms": 12.0, "defaults": 5, "answered": 1000},
         {"scenario": "bytes-150k/saturation", "ratio_qps": 0.4},
+        {"scenario": "selection/exp4-of-3-c1-ratio", "value": 1.8},
     ]
-    assert [t.met for t in targets(recs)] == [True, False, True, None, True, False, None]
+    assert [t.met for t in targets(recs)] == [True, False, True, None, True, False, True, None]
 
 
 def _stalling_server(stall: float) -> tuple[socket.socket, threading.Thread]:
