@@ -164,6 +164,17 @@ def _unsequenced(value: str | None) -> dict[str, Any] | None:
     return None if value is None else orjson.loads(value.partition(" ")[2])
 
 
+def _parse_change(data: bytes) -> Change | None:
+    """The change a feed message announces (``[kind, name]``), or None if it is not one."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(parsed, list) and len(parsed) == 2 and all(isinstance(p, str) for p in parsed):
+        return Change(*parsed)
+    return None
+
+
 def _app(data: dict[str, Any]) -> Application:
     return Application(data["name"], InputType(data["input_type"]), data["default_output"],
                        data["latency_slo_micros"], data["policy"],
@@ -412,7 +423,11 @@ class RedisStore(StateStore):
 
     def _pubsub(self) -> redis.client.PubSub:
         """A pub/sub connection whose subscription the server has confirmed."""
-        pubsub = self._client.pubsub()
+        # The feed reads raw bytes: a message that is not UTF-8 must not break the connection.
+        pool = self._client.connection_pool
+        pubsub = redis.client.PubSub(redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "decode_responses": False}))
         try:
             pubsub.subscribe(self.channel)
             deadline = time.monotonic() + 10.0
@@ -427,6 +442,9 @@ class RedisStore(StateStore):
             raise
 
     def _listen(self, pubsub: redis.client.PubSub | None) -> None:
+        """Deliver changes until closed. Any failure (a lost connection, a refused
+        subscription, a server error) is logged and retried with backoff; a resubscription
+        delivers ``resync`` so that subscribers reload what they may have missed."""
         delay = 0.05
         try:
             while not self._stopping.is_set():
@@ -436,17 +454,24 @@ class RedisStore(StateStore):
                         delay = 0.05
                         self._deliver(Change("resync", ""))
                     message = pubsub.get_message(timeout=0.2)
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                except Exception as exc:
+                    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+                        log.warning("lost the change feed of %r (%s); reconnecting", self, exc)
+                    else:
+                        log.exception("the change feed of %r failed; resubscribing", self)
                     if pubsub is not None:
-                        log.warning("lost the change feed of %r; reconnecting", self)
                         pubsub.close()
                         pubsub = None
                     self._stopping.wait(delay)
                     delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
                     continue
                 if message is not None and message["type"] == "message":
-                    kind, name = orjson.loads(message["data"])
-                    self._deliver(Change(kind, name))
+                    change = _parse_change(message["data"])
+                    if change is None:
+                        log.warning("ignored a malformed message on %s: %.200r", self.channel,
+                                    message["data"])
+                    else:
+                        self._deliver(change)
         finally:
             if pubsub is not None:
                 pubsub.close()
