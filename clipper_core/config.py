@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -48,6 +49,13 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
 def clipper_home() -> Path:
     """Where local clusters keep their state: ``$CLIPPER_HOME`` or ``~/.clipper``."""
     return Path(os.environ.get("CLIPPER_HOME", Path.home() / ".clipper"))
+
+
+def _tracing_endpoint(instance: Any, attribute: Any, value: str | None) -> None:
+    if value is not None and urlsplit(value).scheme not in ("http", "https"):
+        msg = (f"tracing_endpoint must be an OTLP/HTTP URL such as http://collector:4318, "
+               f"found {value!r}")
+        raise ValidationError(msg)
 
 
 def _roles(value: Any) -> tuple[str, ...]:
@@ -105,6 +113,12 @@ class ClusterConfig:
     management_token: str | None = None
     #: Identifies this query frontend when several share one store.
     frontend_id: str = "0"
+    #: OTLP/HTTP collector the query frontend exports traces to (``/v1/traces`` is added to
+    #: a URL without a path); None (the default, unless ``$CLIPPER_TRACING_ENDPOINT`` is set
+    #: where the config is made): no tracing. See docs/tracing.md.
+    tracing_endpoint: str | None = attrs.field(
+        factory=lambda: os.environ.get(ENV_PREFIX + "TRACING_ENDPOINT"),
+        converter=lambda value: value or None, validator=_tracing_endpoint)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> ClusterConfig:

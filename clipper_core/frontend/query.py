@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import orjson
 import pluggy
@@ -147,6 +148,7 @@ class QueryFrontend:
         self._routing: RoutingTable | None = None
         self._stopped = False
         self._ticker: asyncio.Task[None] | None = None
+        self._tracing: Any = None
 
     @property
     def port(self) -> int:
@@ -167,7 +169,16 @@ class QueryFrontend:
             config.bind_host, config.rpc_port, self.store, config.frontend_id, self._executor,
             replica_timeout_s=config.replica_timeout_s,
             legacy_replica_timeout_s=config.legacy_replica_timeout_s)
-        scheduler = self._scheduler = Scheduler(
+        scheduler_class: Any = Scheduler
+        if config.tracing_endpoint:
+            # Chosen once: with tracing off the query path is not touched at all.
+            from clipper_core.tracing import Tracing
+
+            self._tracing = Tracing(config.tracing_endpoint, config.cluster_name,
+                                    config.frontend_id)
+            scheduler_class = self._tracing.scheduler
+            self._predict = self._tracing.trace_predict(self._predict)  # type: ignore[method-assign]
+        scheduler = self._scheduler = scheduler_class(
             loop, router.send_predict, cache, codec.render_output, self.metrics,
             max_queue_depth=config.max_queue_depth, batch_wait_micros=config.batch_wait_micros)
         routing = self._routing = RoutingTable(
@@ -203,6 +214,8 @@ class QueryFrontend:
             if self._loop is not None:
                 await self._loop.run_in_executor(self._executor, self.store.clear_replicas,
                                                  self.config.frontend_id)
+        if self._tracing is not None and self._loop is not None:
+            await self._loop.run_in_executor(self._executor, self._tracing.shutdown)
         self._executor.shutdown(wait=False)
 
     async def _tick(self) -> None:

@@ -1,0 +1,208 @@
+"""Tracing on the embedded default: spans reach a real OTLP/HTTP endpoint; off, nothing loads.
+
+The endpoint is a small HTTP server in the test that accepts ``POST /v1/traces`` and decodes
+the body with OpenTelemetry's own protobuf messages (``ExportTraceServiceRequest``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from clipper_admin.deployers import python as python_deployer
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def triple_sum(xs):
+    return [str(3 * sum(x)) for x in xs]
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP traces endpoint on a free port, keeping every span it receives."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path != "/v1/traces":
+                    self.send_error(404)
+                    return
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver.add(ExportTraceServiceRequest.FromString(body))
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, request: ExportTraceServiceRequest) -> None:
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: getattr(a.value, a.value.WhichOneof("value"))
+                                  for a in span.attributes}
+                    with self.lock:
+                        self.spans.append({
+                            "name": span.name, "trace": span.trace_id.hex(),
+                            "id": span.span_id.hex(), "parent": span.parent_span_id.hex(),
+                            "links": [link.span_id.hex() for link in span.links],
+                            "start": span.start_time_unix_nano, "end": span.end_time_unix_nano,
+                            "attributes": attributes, "resource": resource})
+
+    def traces(self, app: str) -> dict[str, list[dict[str, Any]]]:
+        """The spans of every trace whose request went to ``app``, by trace id."""
+        with self.lock:
+            spans = list(self.spans)
+        by_trace = defaultdict(list)
+        for span in spans:
+            by_trace[span["trace"]].append(span)
+        return {tid: s for tid, s in by_trace.items()
+                if any(x["name"] == "clipper.receive" and x["attributes"].get("clipper.app") == app
+                       for x in s)}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+def deploy(conn, helpers, apps: tuple[str, ...]) -> None:
+    python_deployer.deploy_python_closure(conn, "traced-model", 1, "doubles", triple_sum)
+    for app in apps:
+        conn.register_application(app, "doubles", "-1", 2_000_000)
+        conn.link_model_to_app(app, "traced-model")
+    helpers.wait_for_prediction(conn, apps[0], {"input": [0.5]})
+
+
+@pytest.fixture(scope="module")
+def traced(start_cluster, receiver, helpers):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIPPER_TRACING_ENDPOINT", receiver.url)  # no path: /v1/traces is added
+        mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export every 100 ms, not every 5 s
+        conn = start_cluster("traced")
+    deploy(conn, helpers, ("warm-up", "traced-app"))
+    return conn
+
+
+@pytest.fixture(scope="module")
+def untraced(start_cluster, helpers):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CLIPPER_TRACING_ENDPOINT", raising=False)
+        mp.setenv("PYTHONPROFILEIMPORTTIME", "1")  # the server logs every module it imports
+        conn = start_cluster("untraced")
+    deploy(conn, helpers, ("untraced-app",))
+    return conn
+
+
+def by_name(spans: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [s for s in spans if s["name"] == name]
+
+
+def test_every_stage_of_a_query_is_a_span_at_the_otlp_endpoint(traced, receiver, helpers):
+    url = f"http://{traced.get_query_addr()}/traced-app/predict"
+    single = requests.post(url, json={"input": [1.0, 2.0]}, timeout=30).json()
+    assert single["output"] == 9.0 and not single["default"]
+    batch = requests.post(url, json={"input_batch": [[1.0], [2.0], [3.0]]}, timeout=30).json()
+    assert [p["output"] for p in batch["batch_predictions"]] == [3.0, 6.0, 9.0]
+    cached = requests.post(url, json={"input": [1.0, 2.0]}, timeout=30).json()
+    assert cached["output"] == 9.0
+
+    traces = helpers.wait_until(
+        lambda: (t := receiver.traces("traced-app")) and len(t) == 3
+        and all(by_name(s, "clipper.encode") for s in t.values()) and t,
+        30, "the spans of three traced-app requests")
+    ordered = sorted(traces.values(), key=lambda s: by_name(s, "clipper.receive")[0]["start"])
+    for spans, inputs in zip(ordered, (1, 3, 1), strict=True):
+        [root] = by_name(spans, "clipper.receive")
+        assert root["parent"] == ""
+        assert root["attributes"]["clipper.app"] == "traced-app"
+        assert root["attributes"]["http.response.status_code"] == 200
+        assert root["attributes"]["clipper.model_versions"] == "traced-model:1"
+        assert root["resource"]["service.name"] == "clipper"
+        for name in ("clipper.decode", "clipper.cache", "clipper.encode"):
+            [span] = by_name(spans, name)
+            assert span["parent"] == root["id"], name
+            assert root["start"] <= span["start"] <= span["end"] <= root["end"], name
+        [cache] = by_name(spans, "clipper.cache")
+        assert cache["attributes"]["clipper.model"] == "traced-model"
+        assert cache["attributes"]["clipper.version"] == "1"
+        assert cache["attributes"]["clipper.cache.lookups"] == inputs
+    first, second, third = ordered
+
+    # the uncached requests waited in the queue and went to the replica in batches
+    for spans, inputs in ((first, 1), (second, 3)):
+        [root] = by_name(spans, "clipper.receive")
+        [wait] = by_name(spans, "clipper.queue_wait")
+        assert wait["parent"] == root["id"]
+        assert wait["attributes"]["clipper.queries"] == inputs
+        batches = by_name(spans, "clipper.batch")
+        assert batches and all(b["parent"] == root["id"] for b in batches)
+        assert sum(b["attributes"]["clipper.batch_size"] for b in batches) == inputs
+        for b in batches:
+            assert b["attributes"]["clipper.model"] == "traced-model"
+            assert b["attributes"]["clipper.version"] == "1"
+            [replica] = [s for s in by_name(spans, "clipper.replica") if s["parent"] == b["id"]]
+            assert replica["attributes"]["clipper.batch_size"] == b["attributes"][
+                "clipper.batch_size"]
+            # the batch ends once every waiter has its answer: after this response was sent
+            assert b["start"] <= replica["start"] <= replica["end"] <= root["end"] <= b["end"]
+            assert wait["end"] <= b["start"]
+
+    # the repeated input was a cache hit: no queue, no batch
+    [cache] = by_name(third, "clipper.cache")
+    assert cache["attributes"]["clipper.cache.hits"] == 1
+    assert not by_name(third, "clipper.queue_wait") and not by_name(third, "clipper.batch")
+
+
+def test_a_bad_request_is_traced_with_its_status(traced, receiver, helpers):
+    url = f"http://{traced.get_query_addr()}/warm-up/predict"
+    assert requests.post(url, json={"input": ["not a number"]}, timeout=30).status_code == 400
+    spans = helpers.wait_until(
+        lambda: [s for s in receiver.traces("warm-up").values()
+                 if by_name(s, "clipper.receive")[0]["attributes"].get(
+                     "http.response.status_code") == 400],
+        30, "the trace of the bad request")
+    [trace] = spans
+    assert {s["name"] for s in trace} == {"clipper.receive", "clipper.decode", "clipper.encode"}
+
+
+def test_with_tracing_off_the_server_never_imports_the_tracing_code(untraced, helpers):
+    for i in range(20):
+        assert helpers.predict(untraced, "untraced-app", {"input": [float(i)]})["output"] == 3 * i
+    log = untraced.cm.server_log.read_text()
+    assert "clipper_core.frontend.query" in log  # the import log is there
+    # (redis-py imports OpenTelemetry's metrics API when it is installed; not its tracing)
+    for module in ("clipper_core.tracing", "opentelemetry.sdk.trace", "opentelemetry.exporter"):
+        assert module not in log
