@@ -14,11 +14,14 @@ No Docker, no Redis. ``LocalContainerManager`` keeps a cluster in a directory::
 Every replica is a small detached supervisor (``python -m clipper_core.backends.local
 supervise SPEC``) that runs ``python -m clipper_core.runtime`` and restarts it with exponential
 backoff when it dies. Supervisors and the server run in their own sessions, so they outlive the
-Python process that started them.
+Python process that started them. A replica dies with its supervisor (``PR_SET_PDEATHSIG``), and
+stopping a replica also kills what is left of its supervisor's process group, so no replica
+serves unseen after its supervisor was killed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import json
 import logging
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +161,24 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _kill_orphaned_group(pgid: int) -> None:
+    """SIGKILL what is left of the process group of ``pgid``, a session leader that exited.
+
+    Linux does not reuse a pid while a process group still carries it, so a group named by a
+    free pid can only be the dead leader's leftovers."""
+    try:
+        os.kill(pgid, 0)
+        return  # the pid runs: the leader itself (stopped by stop_process) or a reused pid
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def stop_process(pid: int, marker: str, graceful: bool = True) -> None:
@@ -463,6 +485,13 @@ class LocalContainerManager(ContainerManager):
                     live[int(pidfile.stem)] = pid
         return live
 
+    def _recorded_replicas(self, name: str, version: str) -> dict[int, int]:
+        """``{replica index: supervisor pid}`` of every pid file of a model version, live or not."""
+        directory = self._replica_dir(name, version)
+        pids = ((int(f.stem), _read_pid(f)) for f in directory.glob("*.pid")) \
+            if directory.is_dir() else ()
+        return {index: pid for index, pid in pids if pid is not None}
+
     def get_num_replicas(self, name: str, version: str) -> int:
         return len(self._live_replicas(name, str(version)))
 
@@ -496,6 +525,9 @@ class LocalContainerManager(ContainerManager):
             msg = f"num_replicas must be 0 or more, got {num_replicas}"
             raise BackendError(msg)
         live = self._live_replicas(name, version)
+        for index, pid in self._recorded_replicas(name, version).items():
+            if index not in live:  # its supervisor died: nothing of it may keep serving
+                _kill_orphaned_group(pid)
         if len(live) < num_replicas:
             bundle = Path(image)
             if not bundle.is_dir():
@@ -562,6 +594,7 @@ class LocalContainerManager(ContainerManager):
     def _stop_replica(self, name: str, version: str, index: int, pid: int,
                       graceful: bool, keep_spec: bool = False) -> None:
         stop_process(pid, SUPERVISOR_MARKER, graceful)
+        _kill_orphaned_group(pid)
         directory = self._replica_dir(name, version)
         removed = (".pid", ".ready", ".exited")
         for suffix in removed if keep_spec else (*removed, ".json"):
@@ -599,7 +632,7 @@ class LocalContainerManager(ContainerManager):
         for name, versions in models.items():
             for version in versions:
                 version = str(version)
-                for index, pid in self._live_replicas(name, version).items():
+                for index, pid in self._recorded_replicas(name, version).items():
                     self._stop_replica(name, version, index, pid, graceful)
                 shutil.rmtree(self._replica_dir(name, version), ignore_errors=True)
 
@@ -624,7 +657,7 @@ class LocalContainerManager(ContainerManager):
         if keep_state:
             for name, versions in self._all_model_versions().items():
                 for version in versions:
-                    for index, pid in self._live_replicas(name, version).items():
+                    for index, pid in self._recorded_replicas(name, version).items():
                         self._stop_replica(name, version, index, pid, graceful, keep_spec=True)
         else:
             self.stop_all_model_containers(graceful)
@@ -646,6 +679,19 @@ def clipper_register_backends() -> list[type[ContainerManager]]:
 
 
 # -- the replica supervisor (runs detached, one per replica) --------------------------------
+
+PR_SET_PDEATHSIG = 1
+#: Looked up before any fork (the child only calls it); None where there is no prctl.
+_prctl = getattr(ctypes.CDLL(None), "prctl", None)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child before exec: get SIGKILL when ``parent`` dies, even if it already did."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
 
 class _Supervisor:
     """Keeps one ``python -m clipper_core.runtime`` alive, restarting it with backoff."""
@@ -680,7 +726,9 @@ class _Supervisor:
                 self.say(log_file, f"starting replica: {' '.join(argv)}")
                 started = time.monotonic()
                 self.child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                              stdout=log_file, stderr=subprocess.STDOUT)
+                                              stdout=log_file, stderr=subprocess.STDOUT,
+                                              preexec_fn=partial(die_with_parent,
+                                                                 os.getpid()))
                 code = self._wait_child()
                 if self.stopping:
                     break

@@ -1,4 +1,4 @@
-"""Local clusters for the admin tests: real server and replica processes on free ports."""
+"""Local clusters for the admin and fault tests: real server and replica processes on free ports."""
 
 from __future__ import annotations
 
