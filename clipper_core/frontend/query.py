@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pluggy
@@ -22,7 +22,7 @@ import pluggy
 from clipper_core import plugins
 from clipper_core.batching.scheduler import NO_MODELS, VERSIONS_HEADER, Scheduler, VersionQueue
 from clipper_core.config import ClusterConfig
-from clipper_core.exceptions import ClipperError
+from clipper_core.exceptions import ClipperError, OverloadedError
 from clipper_core.frontend import codec
 from clipper_core.frontend.codec import JsonSemanticError
 from clipper_core.frontend.http import HttpServer, Request, Responder, error_body
@@ -31,6 +31,9 @@ from clipper_core.frontend.selecting import Gather, versions_json
 from clipper_core.metrics import MetricsRegistry
 from clipper_core.rpc.router import RpcRouter
 from clipper_core.store.api import StateStore
+
+if TYPE_CHECKING:
+    from clipper_core.frontend.v2 import OpenInference
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 #: Metrics are public and read-only: any page (the management frontend's dashboard) may read them.
 _METRICS_HEADERS = ((b"Access-Control-Allow-Origin", b"*"),)
 _HEALTHY = b'{"status":"ok"}'
+#: The header of a 503 answered because a queue is full.
+RETRY_AFTER = ((b"Retry-After", b"1"),)
 #: Requests for unknown apps held until the next reload; beyond that they get 404 at once.
 _MAX_AWAITING_RELOAD = 1024
 
@@ -113,13 +118,12 @@ class Pending:
     def finish(self, parts: list[bytes]) -> None:
         self.parts = None
         n = len(parts)
-        body = parts[0] if n == 1 else b'{"batch_predictions":[' + b",".join(parts) + b"]}"
         if self.queue is not None:
             headers = self.queue.versions_header if self.defaults < n else ()
         else:
             headers = ((VERSIONS_HEADER, ",".join(sorted(self.arms)).encode()),) \
                 if self.arms else ()
-        self.responder.send(200, body, extra_headers=headers)
+        self.respond(parts, headers)
         self.responder = None  # type: ignore[assignment]  # may stay in the route's deque
         self.gather = None
         route = self.route
@@ -129,9 +133,16 @@ class Pending:
         route.default_ratio.increment(self.defaults, n)
         route.defaults.count += self.defaults
 
+    def respond(self, parts: list[bytes], headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        """Send the answers: ``parts`` are the predictions as ``/predict`` renders them."""
+        body = parts[0] if len(parts) == 1 else \
+            b'{"batch_predictions":[' + b",".join(parts) + b"]}"
+        self.responder.send(200, body, extra_headers=headers)
+
 
 class QueryFrontend:
-    """Serves ``/<app>/predict``, ``/<app>/update``, ``/metrics`` and ``/healthz``, and the RPC."""
+    """Serves ``/<app>/predict``, ``/<app>/update``, ``/metrics``, ``/healthz`` and the Open
+    Inference Protocol's ``/v2`` routes (:mod:`~clipper_core.frontend.v2`), and the RPC."""
 
     def __init__(self, config: ClusterConfig, store: StateStore,
                  pm: pluggy.PluginManager | None = None) -> None:
@@ -146,6 +157,7 @@ class QueryFrontend:
         self._router: RpcRouter | None = None
         self._scheduler: Scheduler | None = None
         self._routing: RoutingTable | None = None
+        self._v2: OpenInference | None = None
         self._stopped = False
         self._ticker: asyncio.Task[None] | None = None
         self._tracing: Any = None
@@ -185,6 +197,10 @@ class QueryFrontend:
             self.store, self._executor, scheduler, plugins.selection_policies(self.pm),
             self.metrics, loop)
         scheduler.on_routing_change = routing.reroute
+        # Imported here: the Open Inference Protocol builds on this module's Pending.
+        from clipper_core.frontend.v2 import OpenInference
+
+        self._v2 = OpenInference(self, routing)
         try:
             await loop.run_in_executor(self._executor, self.store.clear_replicas,
                                        config.frontend_id)
@@ -252,28 +268,38 @@ class QueryFrontend:
         else:
             parts = path.decode("utf-8", "replace").strip("/").split("/")
             if len(parts) == 2 and parts[1] in ("predict", "update"):
-                if not after_reload and routing.reloads_waiting < _MAX_AWAITING_RELOAD:
-                    # The app may have been registered a moment ago and its change not be
-                    # applied yet: read the store once more before saying it does not exist.
-                    routing.reload(lambda: self._handle(request, responder, after_reload=True))
+                if self.handle_after_reload(request, responder, after_reload):
                     return
                 cause = (f"No application named {parts[0]!r} is registered. Register it with "
                          "ClipperConnection.register_application, or check the URL")
                 responder.send(404, error_body("Application not found", cause))
+            elif parts[0] == "v2":
+                self._v2.handle(request, responder, parts, after_reload)  # type: ignore[union-attr]
             else:
                 responder.send(404, error_body(
                     "Not found", f"No route {path.decode('utf-8', 'replace')}; use "
                                  "POST /<app>/predict, POST /<app>/update or GET /metrics"))
+
+    def handle_after_reload(self, request: Request, responder: Responder,
+                            after_reload: bool) -> bool:
+        """Handle a request that names an unknown application again once the store is read
+        again (it may have been registered a moment ago, its change not applied yet).
+
+        False if this is that second time, or too many requests wait already: answer 404.
+        """
+        routing = self._routing
+        assert routing is not None
+        if after_reload or routing.reloads_waiting >= _MAX_AWAITING_RELOAD:
+            return False
+        routing.reload(lambda: self._handle(request, responder, after_reload=True))
+        return True
 
     def _predict(self, route: AppRoute, body: bytes, responder: Responder) -> None:
         try:
             request = codec.parse_object(body)
             inputs = codec.predict_inputs(request, route.decode_single, route.decode_batch)
             version = codec.requested_version(request)
-            if version is not None:
-                queue = self._routing.version_target(route, version)  # type: ignore[union-attr]
-            else:
-                queue = route.target if route.split is None else route.split.pick()
+            queue = self._routing.queue_for(route, version)  # type: ignore[union-attr]
             uid = codec.user_id(request) if route.selector is not None else 0
         except JsonSemanticError as exc:
             responder.send(400, codec.predict_error(exc.msg))
@@ -285,33 +311,49 @@ class QueryFrontend:
             responder.send(400, error_body("Query processing error", route.policy_error))
             return
         n = len(inputs)
-        qid0 = self._next_query_id
-        self._next_query_id = qid0 + n
         if n == 0:
             responder.send(200, b'{"batch_predictions":[]}')
             return
-        now = self._loop.time()  # type: ignore[union-attr]
-        if route.selector is not None and version is None:
-            pending = Pending(route, responder, n, qid0, now)
+        pending = Pending(route, responder, n, self.take_query_ids(n),
+                          self._loop.time(), queue)  # type: ignore[union-attr]
+        try:
+            self.submit(pending, inputs, uid, version is not None)
+        except OverloadedError as exc:
+            responder.send(503, error_body("Service unavailable", exc.msg),
+                           extra_headers=RETRY_AFTER)
+
+    def take_query_ids(self, n: int) -> int:
+        """Reserve ``n`` consecutive query ids; returns the first."""
+        qid0 = self._next_query_id
+        self._next_query_id = qid0 + n
+        return qid0
+
+    def submit(self, pending: Pending, inputs: list[bytes], uid: int, pinned: bool) -> None:
+        """Send a request's decoded inputs down the query path: the application's policy or
+        ``pending.queue`` (cache, queue, batch, replica), answered through ``pending`` by the
+        model or by the SLO's default output. ``pinned``: the request named a version.
+
+        Raises :class:`OverloadedError` when the version's queue has no room for them.
+        """
+        route = pending.route
+        now = pending.start
+        if route.selector is not None and not pinned:
             route.selector.predict(route.arms, inputs, uid, pending, now)
             if pending.remaining:
                 route.watch(pending)
             return
-        pending = Pending(route, responder, n, qid0, now, queue)
+        queue = pending.queue
         if queue is None:
-            for index in range(n):
+            for index in range(len(inputs)):
                 pending.resolve(index, None, NO_MODELS)
             return
         scheduler = self._scheduler
         assert scheduler is not None
-        if not scheduler.has_room(queue, n):
-            responder.send(503, error_body(
-                "Service unavailable",
+        if not scheduler.has_room(queue, len(inputs)):
+            raise OverloadedError(
                 f"The queue of model {queue.model}:{queue.version} is full "
-                f"({scheduler.max_queue_depth} queries waiting); retry later or add replicas"),
-                extra_headers=((b"Retry-After", b"1"),))
-            return
-        waiter = pending if route.shadows is None or version is not None \
+                f"({scheduler.max_queue_depth} queries waiting); retry later or add replicas")
+        waiter = pending if route.shadows is None or pinned \
             else route.shadows.mirror(pending, inputs, pending.deadline, now)
         scheduler.submit_request(queue, inputs, pending.deadline, now, waiter)
         if pending.remaining:

@@ -21,7 +21,7 @@ import orjson
 
 from clipper_core import plugins
 from clipper_core.batching.scheduler import Scheduler, VersionQueue
-from clipper_core.exceptions import PluginError, ValidationError
+from clipper_core.exceptions import NotFoundError, PluginError, ValidationError
 from clipper_core.frontend.codec import decoder_for, render_output
 from clipper_core.frontend.selecting import Selector
 from clipper_core.frontend.traffic import Shadows, Split, parse_traffic
@@ -318,6 +318,17 @@ class RoutingTable:
             else None
         return split, shadows
 
+    def queue_for(self, route: AppRoute, version: str | None) -> VersionQueue | None:
+        """The queue a request answered by one version goes to: ``version``'s if the request
+        pins one, else the application's target (or its split's pick)."""
+        if version is not None:
+            return self.version_target(route, version)
+        return route.target if route.split is None else route.split.pick()
+
+    def model_versions(self, model: str) -> list[str]:
+        """The registered versions of ``model``, sorted."""
+        return sorted(self._versions.get(model, ()))
+
     def version_target(self, route: AppRoute, version: str) -> VersionQueue | None:
         """The queue of ``version`` of the application's model (a query that pins a version)."""
         app_name = route.app.name
@@ -329,7 +340,7 @@ class RoutingTable:
                 f"version {version}")
         model = route.linked[0]
         if version not in self._versions.get(model, ()):
-            raise ValidationError(
+            raise NotFoundError(
                 f"Requested version: {version} does not exist for model: {model}")
         queue = self.scheduler.queues.get((model, version))
         return queue if queue is not None and queue.replicas else None
