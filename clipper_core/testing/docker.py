@@ -157,7 +157,7 @@ class DockerCluster:
                 answer = self.predict(app, body)
             except (requests.RequestException, AssertionError) as exc:
                 answer = {"default": True, "error": str(exc)}
-            if _is_prediction(answer):
+            if is_prediction(answer):
                 return answer
             if time.monotonic() > deadline:
                 msg = (f"{app} answered only with default outputs for {timeout:g} s "
@@ -176,11 +176,12 @@ class DockerCluster:
         answers += [self.predict(app, {"input": x}) for x in inputs[1:]]
         batch = self.predict(app, {"input_batch": inputs})["batch_predictions"]
         for answer in [*answers, *batch]:
-            assert _is_prediction(answer), f"{app}: default output {answer}"
+            assert is_prediction(answer), f"{app}: default output {answer}"
         return [a["output"] for a in answers], [p["output"] for p in batch]
 
 
-def _is_prediction(answer: dict[str, Any]) -> bool:
+def is_prediction(answer: dict[str, Any]) -> bool:
+    """Whether ``answer`` (single or ``input_batch``) holds no default output."""
     if "batch_predictions" in answer:
         return not any(p.get("default") for p in answer["batch_predictions"])
     return "output" in answer and not answer.get("default")

@@ -19,6 +19,7 @@ from clipper_core.backends.api import CLIPPER_DOCKER_LABEL, CLIPPER_MODEL_CONTAI
 from clipper_core.backends.docker import docker_client
 from clipper_core.testing.docker import (
     base_image,
+    is_prediction,
     new_manager,
     prepare_docker,
     remove_model_images,
@@ -94,14 +95,14 @@ class Helpers:
     @staticmethod
     def wait_for_prediction(conn: ClipperConnection, app: str, body: dict[str, Any],
                             timeout: float = 60.0) -> dict[str, Any]:
-        """POST until the answer is not the default output; return it (the last one on timeout)."""
+        """POST until no output of the answer is the default one; return it (the last on timeout)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 answer = Helpers.predict(conn, app, body).json()
             except requests.RequestException as exc:
                 answer = {"default": True, "error": str(exc)}
-            if not answer.get("default") or time.monotonic() > deadline:
+            if is_prediction(answer) or time.monotonic() > deadline:
                 return answer
             time.sleep(0.5)
 
