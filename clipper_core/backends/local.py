@@ -47,7 +47,7 @@ from clipper_core.backends.api import (
     ReplicaState,
 )
 from clipper_core.config import ClusterConfig, clipper_home, write_atomic
-from clipper_core.exceptions import BackendError
+from clipper_core.exceptions import BackendError, ClipperError
 from clipper_core.hookspecs import hookimpl
 from clipper_core.types import InputType
 
@@ -181,13 +181,15 @@ def _kill_orphaned_group(pgid: int) -> None:
         pass
 
 
-def stop_process(pid: int, marker: str, graceful: bool = True) -> None:
-    """Stop a process (and its process group): SIGTERM then SIGKILL, or SIGKILL at once."""
+def stop_process(pid: int, marker: str, graceful: bool = True,
+                 timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop a process (and its process group): SIGTERM then, after ``timeout`` s, SIGKILL; or
+    SIGKILL at once."""
     if not process_alive(pid, marker):
         return
     if graceful:
         _signal_group(pid, signal.SIGTERM)
-        if _wait_dead(pid, STOP_TIMEOUT_S):
+        if _wait_dead(pid, timeout):
             return
     _signal_group(pid, signal.SIGKILL)
     _wait_dead(pid, STOP_TIMEOUT_S)
@@ -663,7 +665,12 @@ class LocalContainerManager(ContainerManager):
             self.stop_all_model_containers(graceful)
         pid = _read_pid(self.server_pidfile)
         if pid is not None:
-            stop_process(pid, SERVER_MARKER, graceful)
+            # The server first answers its requests in flight (its drain_timeout_s).
+            try:
+                drain = ClusterConfig.from_file(self.config_path).drain_timeout_s
+            except (OSError, ValueError, ClipperError):
+                drain = ClusterConfig().drain_timeout_s
+            stop_process(pid, SERVER_MARKER, graceful, timeout=drain + STOP_TIMEOUT_S)
         self.server_pidfile.unlink(missing_ok=True)
         if not keep_state:
             for name in ("state.db", "state.db-wal", "state.db-shm", "cluster.json"):

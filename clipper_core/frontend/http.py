@@ -362,6 +362,13 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
             self.transport = None
 
+    def answer_unanswered(self, status: int, cause: str) -> None:
+        """Answer every request received and not answered yet (a stop's drain has run out)."""
+        body = error_body(HTTPStatus(status).phrase, cause)
+        self._waiting.clear()
+        for responder in list(self._pending):
+            responder.send(status, body, extra_headers=((b"Retry-After", b"1"),))
+
     def shutdown(self) -> None:
         """Stop taking requests; close once the received ones are answered."""
         self.closing = True
@@ -449,7 +456,8 @@ class HttpServer:
                 conn.check_timeout(now)
 
     async def stop(self) -> None:
-        """Stop listening, answer the requests received (up to ``drain_timeout_s``), close."""
+        """Stop listening, answer the requests received (up to ``drain_timeout_s``; those still
+        unanswered then get 503 with ``Retry-After``), close."""
         self.stopping = True
         if self._server is not None:
             self._server.close()
@@ -462,6 +470,9 @@ class HttpServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.answer_unanswered(503, "The server is shutting down and could not answer "
+                                            f"within {self.drain_timeout_s:g} s; retry")
             if conn.transport is not None:
                 conn.transport.close()
         if self._server is not None:
