@@ -88,8 +88,11 @@ class ClusterConfig:
     cache: str = "lru"
     #: Largest accepted request body; larger ones get HTTP 413.
     max_body_bytes: int = 16 * 1024 * 1024
-    #: Most queries waiting per model version before new ones are shed.
+    #: Most queries waiting per model version before new ones are shed (503); a request with
+    #: more inputs than this gets 413.
     max_queue_depth: int = 100_000
+    #: Most input bytes waiting per model version, likewise (503, or 413 for one request).
+    max_queue_bytes: int = 64 * 1024 * 1024
     #: How long an idle replica waits for more queries to fill a batch (0: never waits).
     batch_wait_micros: int = 0
     #: Seconds a replica may stay silent before it is dropped.

@@ -6,7 +6,10 @@
   per event-loop iteration the dirty queues hand batches to their idle replicas, so requests
   that arrive together are batched together. A replica pulls its next batch as soon as it
   answers (at most one batch in flight per replica).
-* Expired queries are dropped before a batch is formed (their SLO timer answers them).
+* Expired queries are dropped before a batch is formed (their SLO timer answers them), and
+  every :data:`SWEEP_INTERVAL_S` even when no replica pulls, so their inputs are freed.
+* A queue is bounded in queries (``max_queue_depth``) and in input bytes (``max_queue_bytes``):
+  :meth:`Scheduler.has_room` says whether a request fits.
 * The scheduler owns the prediction cache: :meth:`Scheduler.submit_request` answers what
   the cache holds and queues the rest; answers fill it even when every waiter has already been
   answered with the default output; error replies are never cached.
@@ -35,6 +38,8 @@ from clipper_core.types import ADAPTIVE_BATCH_SIZE, InputType, Replica
 VERSIONS_HEADER = b"Clipper-Model-Versions"
 #: Explanation of a query whose model version has no connected replica (spec §1.5).
 NO_MODELS = "No connected models found for query"
+#: Seconds between two sweeps of the queues for expired queries.
+SWEEP_INTERVAL_S = 0.25
 
 
 class Waiter(Protocol):
@@ -92,6 +97,7 @@ class VersionQueue:
         "arm",
         "batch_hist",
         "batch_size",
+        "bytes",
         "cache_ratio",
         "errors",
         "heap",
@@ -120,6 +126,8 @@ class VersionQueue:
         self.versions_header = ((VERSIONS_HEADER, self.arm.encode()),)
         self.batch_size = batch_size
         self.heap: list[tuple[float, int, Task]] = []
+        #: Input bytes of the queries in ``heap``.
+        self.bytes = 0
         self.replicas: list[ReplicaSlot] = []
         self.idle: list[ReplicaSlot] = []
         self.wait_handle: asyncio.TimerHandle | None = None
@@ -134,6 +142,7 @@ class VersionQueue:
                                             bounds=BATCH_SIZE_BOUNDS)
         self.errors = metrics.counter(prefix + "num_errors")
         metrics.gauge(prefix + "queue_depth", lambda: len(self.heap))
+        metrics.gauge(prefix + "queue_bytes", lambda: self.bytes)
         metrics.gauge(prefix + "num_replicas", lambda: len(self.replicas))
 
     def set_batch_size(self, batch_size: int) -> None:
@@ -151,7 +160,7 @@ class Scheduler:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: SendBatch,
                  cache: PredictionCache, render: Callable[[bytes], bytes],
-                 metrics: MetricsRegistry, *, max_queue_depth: int,
+                 metrics: MetricsRegistry, *, max_queue_depth: int, max_queue_bytes: int,
                  batch_wait_micros: int = 0,
                  on_routing_change: Callable[[], None] = lambda: None) -> None:
         self.loop = loop
@@ -160,6 +169,7 @@ class Scheduler:
         self.render = render
         self.metrics = metrics
         self.max_queue_depth = max_queue_depth
+        self.max_queue_bytes = max_queue_bytes
         self.batch_wait_s = batch_wait_micros / 1e6
         self.on_routing_change = on_routing_change
         self.queues: dict[tuple[str, str], VersionQueue] = {}
@@ -176,22 +186,44 @@ class Scheduler:
         self.cache_hits = metrics.ratio("internal:prediction_cache_hit_ratio")
         metrics.gauge("internal:num_replicas",
                       lambda: sum(len(q.replicas) for q in self.queues.values()))
+        self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def close(self) -> None:
+        self._sweeper.cancel()
+
+    def _sweep(self) -> None:
+        """Free the expired queries of every queue (replicas may not pull for a long time)."""
+        now = self.loop.time()
+        for queue in self.queues.values():
+            if queue.heap and queue.heap[0][0] <= now:
+                self._drop_expired(queue, now)
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     # -- queries ----------------------------------------------------------------------------
-    def has_room(self, queue: VersionQueue, n: int) -> bool:
-        """Whether ``n`` more queries fit in ``queue`` (expired ones make room)."""
-        if len(queue.heap) + n <= self.max_queue_depth:
-            return True
-        self._drop_expired(queue.heap, self.loop.time())
-        return len(queue.heap) + n <= self.max_queue_depth
+    def fits(self, n: int, size: int) -> bool:
+        """Whether ``n`` queries of ``size`` input bytes fit in an empty queue."""
+        return n <= self.max_queue_depth and size <= self.max_queue_bytes
 
-    def _drop_expired(self, heap: list[tuple[float, int, Task]], now: float,
+    def has_room(self, queue: VersionQueue, inputs: Sequence[bytes]) -> bool:
+        """Whether ``inputs`` fit in ``queue`` now (expired queries make room)."""
+        n = len(inputs)
+        size = len(inputs[0]) if n == 1 else sum(map(len, inputs))
+        if len(queue.heap) + n <= self.max_queue_depth and \
+                queue.bytes + size <= self.max_queue_bytes:
+            return True
+        self._drop_expired(queue, self.loop.time())
+        return len(queue.heap) + n <= self.max_queue_depth and \
+            queue.bytes + size <= self.max_queue_bytes
+
+    def _drop_expired(self, queue: VersionQueue, now: float,
                       keep_one_after: float = 0.0) -> None:
         """Drop the queries whose deadline has passed, and, all but one, those due by
         ``keep_one_after``."""
         pending = self.pending
+        heap = queue.heap
         while heap and (heap[0][0] <= now or (heap[0][0] <= keep_one_after and len(heap) > 1)):
             expired = heapq.heappop(heap)[2]
+            queue.bytes -= len(expired.data)
             if pending.get(expired.key) is expired:
                 del pending[expired.key]
 
@@ -227,6 +259,7 @@ class Scheduler:
         task = Task(key, data, deadline, now, waiter, index)
         self.pending[key] = task
         heapq.heappush(queue.heap, (deadline, next(self._seq), task))
+        queue.bytes += len(data)
         if queue.idle:
             if not self._dirty:
                 self.loop.call_soon(self._dispatch_dirty)
@@ -247,7 +280,7 @@ class Scheduler:
             # delay the others: it gets the SLO default without costing the replica. The
             # last one is still sent, so that a replica whose first batches were slow (a cold
             # start) keeps measuring and the estimate recovers.
-            self._drop_expired(heap, now, keep_one_after=now + slot.sizer.predict(1))
+            self._drop_expired(queue, now, keep_one_after=now + slot.sizer.predict(1))
             if not heap:
                 return
             size = slot.sizer.size(heap[0][0] - now, len(heap))
@@ -259,6 +292,7 @@ class Scheduler:
                 return
             idle.pop()
             tasks = [heapq.heappop(heap)[2] for _ in range(size)]
+            queue.bytes -= sum([len(task.data) for task in tasks])
             self._send(slot, tasks, now)
 
     def _end_wait(self, queue: VersionQueue) -> None:
@@ -381,10 +415,12 @@ class Scheduler:
             self.inflight.pop(batch.msg_id, None)
             for task in batch.tasks:
                 heapq.heappush(queue.heap, (task.deadline, next(self._seq), task))
+                queue.bytes += len(task.data)
         if queue.replicas:
             self._dispatch(queue)
         else:
             heap, queue.heap = queue.heap, []
+            queue.bytes = 0
             for _, _, task in heap:
                 self._fail(task, NO_MODELS)
         self.on_routing_change()

@@ -22,7 +22,7 @@ import pluggy
 from clipper_core import plugins
 from clipper_core.batching.scheduler import NO_MODELS, VERSIONS_HEADER, Scheduler, VersionQueue
 from clipper_core.config import ClusterConfig
-from clipper_core.exceptions import ClipperError, OverloadedError
+from clipper_core.exceptions import ClipperError, OverloadedError, PayloadTooLargeError
 from clipper_core.frontend import codec
 from clipper_core.frontend.codec import JsonSemanticError
 from clipper_core.frontend.http import HttpServer, Request, Responder, error_body
@@ -192,7 +192,8 @@ class QueryFrontend:
             self._predict = self._tracing.trace_predict(self._predict)  # type: ignore[method-assign]
         scheduler = self._scheduler = scheduler_class(
             loop, router.send_predict, cache, codec.render_output, self.metrics,
-            max_queue_depth=config.max_queue_depth, batch_wait_micros=config.batch_wait_micros)
+            max_queue_depth=config.max_queue_depth, max_queue_bytes=config.max_queue_bytes,
+            batch_wait_micros=config.batch_wait_micros)
         routing = self._routing = RoutingTable(
             self.store, self._executor, scheduler, plugins.selection_policies(self.pm),
             self.metrics, loop)
@@ -221,6 +222,8 @@ class QueryFrontend:
         self._stopped = True
         if self._routing is not None:
             self._routing.close()
+        if self._scheduler is not None:
+            self._scheduler.close()
         if self._ticker is not None:
             self._ticker.cancel()
         if self._http is not None:
@@ -321,6 +324,8 @@ class QueryFrontend:
         except OverloadedError as exc:
             responder.send(503, error_body("Service unavailable", exc.msg),
                            extra_headers=RETRY_AFTER)
+        except PayloadTooLargeError as exc:
+            responder.send(413, error_body("Request too large", exc.msg))
 
     def take_query_ids(self, n: int) -> int:
         """Reserve ``n`` consecutive query ids; returns the first."""
@@ -333,7 +338,8 @@ class QueryFrontend:
         ``pending.queue`` (cache, queue, batch, replica), answered through ``pending`` by the
         model or by the SLO's default output. ``pinned``: the request named a version.
 
-        Raises :class:`OverloadedError` when the version's queue has no room for them.
+        Raises :class:`OverloadedError` when the version's queue has no room for them now,
+        :class:`PayloadTooLargeError` when it never could.
         """
         route = pending.route
         now = pending.start
@@ -349,15 +355,31 @@ class QueryFrontend:
             return
         scheduler = self._scheduler
         assert scheduler is not None
-        if not scheduler.has_room(queue, len(inputs)):
-            raise OverloadedError(
-                f"The queue of model {queue.model}:{queue.version} is full "
-                f"({scheduler.max_queue_depth} queries waiting); retry later or add replicas")
+        if not scheduler.has_room(queue, inputs):
+            raise self._refusal(queue, inputs)
         waiter = pending if route.shadows is None or pinned \
             else route.shadows.mirror(pending, inputs, pending.deadline, now)
         scheduler.submit_request(queue, inputs, pending.deadline, now, waiter)
         if pending.remaining:
             route.watch(pending)
+
+    def _refusal(self, queue: VersionQueue, inputs: list[bytes]) -> ClipperError:
+        """Why a request does not fit in its model version's queue: it never could (413) or
+        the queue is full now (503)."""
+        scheduler = self._scheduler
+        assert scheduler is not None
+        bounds = (f"{scheduler.max_queue_depth} queries and {scheduler.max_queue_bytes} input "
+                  "bytes (max_queue_depth, max_queue_bytes)")
+        n, size = len(inputs), sum(map(len, inputs))
+        if not scheduler.fits(n, size):
+            return PayloadTooLargeError(
+                f"The request has {n} inputs of {size} bytes in all, more than the queue of "
+                f"model {queue.model}:{queue.version} can ever hold: {bounds}. Send fewer "
+                "inputs per request")
+        return OverloadedError(
+            f"The queue of model {queue.model}:{queue.version} is full ({len(queue.heap)} "
+            f"queries, {queue.bytes} input bytes waiting; bounds {bounds}); retry later or "
+            "add replicas")
 
     def _update(self, route: AppRoute, body: bytes, responder: Responder) -> None:
         try:

@@ -76,12 +76,12 @@ class Selector:
             queue = arms[arm]
             self.arm_metrics(arm).queries.count += len(indices)
             waiter = ArmWaiter(gather, arm, indices)
-            if not scheduler.has_room(queue, len(indices)):
+            chosen = [inputs[i] for i in indices]
+            if not scheduler.has_room(queue, chosen):
                 for i in range(len(indices)):
                     waiter.resolve(i, None, f"The queue of model {arm} is full")
                 continue
-            scheduler.submit_request(queue, [inputs[i] for i in indices], pending.deadline, now,
-                                     waiter)
+            scheduler.submit_request(queue, chosen, pending.deadline, now, waiter)
 
     def feedback(self, arms: dict[str, VersionQueue], uid: int, data: bytes, label: float,
                  slo_s: float) -> None:
@@ -98,7 +98,7 @@ class Selector:
         learn.timer = self.loop.call_at(now + slo_s, learn.finish)
         for index, arm in enumerate(wanted):
             queue = arms[arm]
-            if self.scheduler.has_room(queue, 1):
+            if self.scheduler.has_room(queue, [data]):
                 self.scheduler.submit_request(queue, [data], now + slo_s, now,
                                               _Slot(learn, index))
             else:

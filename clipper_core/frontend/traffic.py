@@ -99,7 +99,7 @@ class Shadows:
         mirror = Mirror(primary, len(inputs), self.loop, now)
         scheduler = self.scheduler
         for queue, queries, agreement, latency, dropped in self.entries:
-            if not scheduler.has_room(queue, len(inputs)):
+            if not scheduler.has_room(queue, inputs):
                 dropped.count += len(inputs)
                 continue
             queries.count += len(inputs)

@@ -126,13 +126,13 @@ def test_adaptive_batches_grow_with_load_within_the_slo(
     assert max(p["output"] for p in predictions) >= 20
 
 
-def test_full_queue_sheds_load_with_503(make_cluster: Callable[..., Cluster]) -> None:
+def test_a_batch_larger_than_the_queue_gets_413(make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(max_queue_depth=4)
     cluster.add_model("shed", "1")
     cluster.add_app("shed", model="shed")
     cluster.start_replica("shed", "1", batch_reporter)
     response = cluster.post("/shed/predict", {"input_batch": [[float(i)] for i in range(5)]})
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "1"
-    assert "is full" in response.json()["cause"]
+    assert response.status_code == 413  # retrying could never help: not 503
+    assert "5 inputs" in response.json()["cause"]
+    assert "max_queue_depth" in response.json()["cause"]
     assert cluster.predict("shed", {"input_batch": [[1.0], [2.0]]})["batch_predictions"]

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from clipper_core.batching.adaptive import BatchSizer
-from clipper_core.batching.scheduler import NO_MODELS, Scheduler
+from clipper_core.batching.scheduler import NO_MODELS, SWEEP_INTERVAL_S, Scheduler
 from clipper_core.cache.lru import LRUCache
 from clipper_core.metrics import MetricsRegistry
 from clipper_core.types import InputType, Replica
@@ -80,6 +80,7 @@ class Harness:
         self.scheduler = Scheduler(loop, self.send, self.cache, lambda out: b"<" + out + b">",
                                    MetricsRegistry(), on_routing_change=self.changed,
                                    max_queue_depth=kwargs.get("max_queue_depth", 100),
+                                   max_queue_bytes=kwargs.get("max_queue_bytes", 10_000),
                                    batch_wait_micros=kwargs.get("batch_wait_micros", 0))
         self.loop = loop
 
@@ -270,7 +271,8 @@ def test_queue_bound_and_batch_wait() -> None:
         h = Harness(asyncio.get_running_loop(), max_queue_depth=2, batch_wait_micros=300_000)
         h.replica("r1", batch_size=4)
         queue = h.scheduler.queues[("m", "1")]
-        assert h.scheduler.has_room(queue, 2) and not h.scheduler.has_room(queue, 3)
+        assert h.scheduler.has_room(queue, [b"a", b"b"])
+        assert not h.scheduler.has_room(queue, [b"a", b"b", b"c"])
         waiter = Waiter()
         h.submit(b"a", waiter, 0)
         await asyncio.sleep(0.01)
@@ -290,8 +292,42 @@ def test_expired_queries_do_not_count_against_the_queue_bound() -> None:
         queue = h.scheduler.queues[("m", "1")]
         h.submit(b"a", Waiter(), slo=0.001)
         h.submit(b"b", Waiter(), slo=0.001)
-        assert not h.scheduler.has_room(queue, 1)
+        assert not h.scheduler.has_room(queue, [b"c"])
         await asyncio.sleep(0.01)
-        assert h.scheduler.has_room(queue, 2)
+        assert h.scheduler.has_room(queue, [b"c", b"d"])
         assert queue.heap == [] and len(h.scheduler.pending) == 1  # only "busy" is left
+    run(main())
+
+
+def test_queue_bound_in_bytes() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop(), max_queue_bytes=100)
+        h.replica("r1")
+        h.submit(b"busy", Waiter())
+        await asyncio.sleep(0)
+        queue = h.scheduler.queues[("m", "1")]
+        h.submit(b"x" * 60, Waiter())
+        assert queue.bytes == 60
+        assert h.scheduler.has_room(queue, [b"y" * 40])
+        assert not h.scheduler.has_room(queue, [b"y" * 20, b"z" * 21])
+        assert h.scheduler.fits(1, 100) and not h.scheduler.fits(1, 101)
+        h.scheduler.on_response(queue.replicas[0], 0, [b"ok"])
+        await asyncio.sleep(0)
+        assert queue.bytes == 0 and h.sent[-1][2] == [b"x" * 60]
+    run(main())
+
+
+def test_expired_queries_are_freed_without_a_replica_pulling() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop())
+        h.replica("r1")
+        h.submit(b"busy", Waiter())
+        await asyncio.sleep(0)  # the only replica never answers
+        queue = h.scheduler.queues[("m", "1")]
+        for i in range(50):
+            h.submit(b"%d" % i + b"x" * 100, Waiter(), slo=0.05)
+        assert len(queue.heap) == 50 and queue.bytes > 5000
+        await asyncio.sleep(0.05 + 2 * SWEEP_INTERVAL_S)
+        assert queue.heap == [] and queue.bytes == 0
+        assert list(h.scheduler.pending) == [("m", "1", 0, b"busy")]
     run(main())
