@@ -90,6 +90,11 @@ def validate_dns1123(value: str, what: str) -> str:
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 
 
+def is_safe_name(value: str) -> bool:
+    """Whether ``value`` follows the rule of :func:`validate_name`."""
+    return _SAFE_NAME.match(value) is not None
+
+
 def validate_name(value: object, what: str) -> str:
     """Check a name stored by the management API (application, model, version, label).
 
@@ -100,7 +105,7 @@ def validate_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         msg = f"Invalid {what} supplied: {value!r}. Expected a non-empty string"
         raise ValidationError(msg)
-    if not _SAFE_NAME.match(value):
+    if not is_safe_name(value):
         msg = (
             f"Invalid {what} supplied: {value!r}. A {what} must be 1 to 128 letters, digits, "
             "'_', '.' or '-', starting with a letter, digit or '_' (regex "

@@ -47,8 +47,6 @@ _METRICS_HEADERS = ((b"Access-Control-Allow-Origin", b"*"),)
 _HEALTHY = b'{"status":"ok"}'
 #: The header of a 503 answered because a queue is full.
 RETRY_AFTER = ((b"Retry-After", b"1"),)
-#: Requests for unknown apps held until the next reload; beyond that they get 404 at once.
-_MAX_AWAITING_RELOAD = 1024
 
 
 class Pending:
@@ -271,7 +269,7 @@ class QueryFrontend:
         else:
             parts = path.decode("utf-8", "replace").strip("/").split("/")
             if len(parts) == 2 and parts[1] in ("predict", "update"):
-                if self.handle_after_reload(request, responder, after_reload):
+                if self.handle_after_reload(parts[0], request, responder, after_reload):
                     return
                 cause = (f"No application named {parts[0]!r} is registered. Register it with "
                          "ClipperConnection.register_application, or check the URL")
@@ -283,19 +281,18 @@ class QueryFrontend:
                     "Not found", f"No route {path.decode('utf-8', 'replace')}; use "
                                  "POST /<app>/predict, POST /<app>/update or GET /metrics"))
 
-    def handle_after_reload(self, request: Request, responder: Responder,
+    def handle_after_reload(self, app_name: str, request: Request, responder: Responder,
                             after_reload: bool) -> bool:
-        """Handle a request that names an unknown application again once the store is read
-        again (it may have been registered a moment ago, its change not applied yet).
+        """Handle a request that names an unknown application again once ``app_name`` is
+        looked up in the store (it may have been registered a moment ago, its change not
+        applied yet; :meth:`RoutingTable.look_up` bounds what that costs the store).
 
-        False if this is that second time, or too many requests wait already: answer 404.
+        False if this is that second time, or the lookup is refused: answer 404.
         """
         routing = self._routing
         assert routing is not None
-        if after_reload or routing.reloads_waiting >= _MAX_AWAITING_RELOAD:
-            return False
-        routing.reload(lambda: self._handle(request, responder, after_reload=True))
-        return True
+        return not after_reload and routing.look_up(
+            app_name, lambda: self._handle(request, responder, after_reload=True))
 
     def _predict(self, route: AppRoute, body: bytes, responder: Responder) -> None:
         try:

@@ -1,9 +1,9 @@
 """The query frontend's routing state: applications, links, versions and their policies.
 
-:class:`RoutingTable` loads everything a query needs from the state store at start, reloads it
-whenever the store reports a change, and points each application at the model version that
-should serve it now (:meth:`RoutingTable.reroute`, also called by the scheduler when a replica
-connects or leaves). It knows nothing of HTTP: the query frontend looks a request's path up in
+:class:`RoutingTable` loads everything a query needs from the state store at start, applies
+each change the store reports (reading only the application or model it names), and points
+each application at the model version that should serve it now (:meth:`RoutingTable.reroute`,
+also called by the scheduler when a replica connects or leaves). It knows nothing of HTTP: the query frontend looks a request's path up in
 :attr:`RoutingTable.paths` and gets the :class:`AppRoute` to serve it with.
 """
 
@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ from clipper_core.metrics import MetricsRegistry, slo_bounds
 from clipper_core.selection.api import SelectionPolicy, split_parameters
 from clipper_core.selection.states import PolicyStates
 from clipper_core.store.api import Change, StateStore, Subscription
-from clipper_core.types import Application, ModelVersion
+from clipper_core.types import Application, ModelVersion, is_safe_name
 
 if TYPE_CHECKING:
     from clipper_core.frontend.query import Pending
@@ -41,13 +41,23 @@ _POLICY_ALIASES = {"DefaultOutputSelectionPolicy": "default"}
 #: The event loop's timers may fire up to a millisecond early.
 _TIMER_SLACK_S = 0.001
 
-Snapshot = tuple[list[Application], dict[str, list[str]], list[ModelVersion],
-                 dict[str, str | None], dict[str, list[str]], dict[str, dict[str, str]],
-                 dict[str, dict]]
+#: Requests for unknown applications that may wait for their lookup at once (beyond: 404).
+MAX_WAITING = 1024
+#: Store reads per second that requests for unknown applications may cause, and their burst.
+LOOKUPS_PER_S = 20.0
+LOOKUP_BURST = 20
+
+#: An application as read from the store: itself, its links, its policy's stored states.
+AppData = tuple[Application, list[str], dict[str, str]]
+#: A model as read from the store: its versions, current version, activation order, traffic.
+ModelData = tuple[list[ModelVersion], str | None, list[str], dict | None]
+Snapshot = tuple[list[AppData], dict[str, ModelData]]
+#: Changed applications (None: deleted), links and models.
+Delta = tuple[dict[str, AppData | None], dict[str, list[str]], dict[str, ModelData]]
 
 
 class AppRoute:
-    """Everything the hot path needs about one application, rebuilt on every reload."""
+    """Everything the hot path needs about one application, rebuilt when it changes."""
 
     __slots__ = ("app", "arms", "decode_batch", "decode_single", "default_fragment",
                  "default_ratio", "defaults", "expiring", "latency", "linked", "loop",
@@ -118,7 +128,13 @@ class AppRoute:
 
 
 class RoutingTable:
-    """Applications by path, and which version queue serves each, kept in step with the store."""
+    """Applications by path, and which version queue serves each, kept in step with the store.
+
+    Each change the store reports is applied on its own: an application, link or model change
+    reads that application or model again, and only the applications it concerns are rebuilt
+    or rerouted, so following the feed costs the same with ten applications or ten thousand.
+    Everything is read at start and after a ``resync``.
+    """
 
     def __init__(self, store: StateStore, executor: Executor, scheduler: Scheduler,
                  policies: plugins.Registry[SelectionPolicy], metrics: MetricsRegistry,
@@ -133,7 +149,8 @@ class RoutingTable:
         #: ``(route, is_predict)``.
         self.paths: dict[bytes, tuple[AppRoute, bool]] = {}
         self.apps: dict[str, AppRoute] = {}
-        self._versions: dict[str, set[str]] = {}
+        #: Per model: its versions' batch sizes, current version, activation order, traffic.
+        self._batch_sizes: dict[str, dict[str, int]] = {}
         self._current: dict[str, str | None] = {}
         self._order: dict[str, list[str]] = {}
         self._traffic: dict[str, dict] = {}
@@ -142,15 +159,21 @@ class RoutingTable:
         self._selectors: dict[str, tuple[tuple[str, str], Selector]] = {}
         self._rng = random.Random()
         self._subscription: Subscription | None = None
-        self._reloading = False
-        self._reload_again = False
-        self._after_reload: list[Callable[[], None]] = []
+        #: Changes not applied yet (``(kind, name)``), or everything (``_read_all``).
+        self._changes: set[tuple[str, str]] = set()
+        self._read_all = False
+        self._syncing = False
+        self._after_sync: list[Callable[[], None]] = []
+        #: Store reads that requests for unknown applications may still cause (a token
+        #: bucket refilled at :data:`LOOKUPS_PER_S`, up to :data:`LOOKUP_BURST`).
+        self._lookups = float(LOOKUP_BURST)
+        self._lookups_at = loop.time()
 
     # -- loading ----------------------------------------------------------------------------
     async def load(self) -> None:
-        """Read everything from the store, then follow its change feed."""
-        self._apply(await self.loop.run_in_executor(self.executor, self._snapshot))
+        """Follow the store's change feed, and read everything from it."""
         self._subscription = self.store.subscribe(self._on_change)
+        self._apply_all(await self.loop.run_in_executor(self.executor, self._snapshot))
 
     def close(self) -> None:
         if self._subscription is not None:
@@ -162,108 +185,209 @@ class RoutingTable:
         if change.kind == "replica":
             return
         try:
-            if change.kind == "policy_state":
-                self.loop.call_soon_threadsafe(self._refresh_states, change.name)
-            else:
-                self.loop.call_soon_threadsafe(self.reload)
+            self.loop.call_soon_threadsafe(self._changed, change.kind, change.name)
         except RuntimeError:  # the loop is closed: the frontend stopped
             pass
 
-    def _refresh_states(self, app_name: str) -> None:
-        entry = self._selectors.get(app_name)
-        if entry is not None:
-            entry[1].states.refresh()
-
-    @property
-    def reloads_waiting(self) -> int:
-        """Callbacks waiting for the running reload."""
-        return len(self._after_reload)
-
-    def reload(self, then: Callable[[], None] | None = None) -> None:
-        """Read the store again (once more if a change arrives meanwhile), then call ``then``."""
-        if then is not None:
-            self._after_reload.append(then)
-        if self._reloading:
-            self._reload_again = True
+    def _changed(self, kind: str, name: str) -> None:
+        if kind == "policy_state":
+            entry = self._selectors.get(name)
+            if entry is not None:
+                entry[1].states.refresh()
             return
-        self._reloading = True
-        self.loop.create_task(self._reload())
+        if kind in ("application", "link", "model"):
+            self._changes.add((kind, name))
+        else:  # "resync", or a kind this frontend does not know: read everything
+            self._read_all = True
+        self._sync()
 
-    async def _reload(self) -> None:
+    def look_up(self, app_name: str, then: Callable[[], None]) -> bool:
+        """Read application ``app_name`` from the store (it may have been registered a moment
+        ago, its change not applied yet), then call ``then``.
+
+        Requests for unknown applications must not make the store work for each of them:
+        lookups of one name share one read, and reads are rate-limited. False (``then`` is
+        not called) when the budget is spent or too many requests wait already.
+        """
+        if len(self._after_sync) >= MAX_WAITING or not is_safe_name(app_name):
+            return False
+        change = ("application", app_name)
+        if change not in self._changes:
+            now = self.loop.time()
+            self._lookups = min(float(LOOKUP_BURST),
+                                self._lookups + (now - self._lookups_at) * LOOKUPS_PER_S)
+            self._lookups_at = now
+            if self._lookups < 1.0:
+                return False
+            self._lookups -= 1.0
+            self._changes.add(change)
+        self._after_sync.append(then)
+        self._sync()
+        return True
+
+    def _sync(self) -> None:
+        if not self._syncing:
+            self._syncing = True
+            self.loop.create_task(self._run_sync())
+
+    async def _run_sync(self) -> None:
+        run = self.loop.run_in_executor
         try:
-            while True:
-                self._reload_again = False
+            while self._read_all or self._changes:
+                read_all, changes = self._read_all, self._changes
+                self._read_all, self._changes = False, set()
                 try:
-                    self._apply(await self.loop.run_in_executor(self.executor, self._snapshot))
+                    if read_all:
+                        self._apply_all(await run(self.executor, self._snapshot))
+                    else:
+                        self._apply_changes(await run(self.executor, self._read_changes,
+                                                      changes))
                 except Exception:
-                    log.exception("reloading applications from the store failed")
-                if not self._reload_again:
+                    log.exception("reading applications from the store failed")
+                    self._read_all = True  # at the next change, read everything
                     break
         finally:
-            self._reloading = False
-            waiting, self._after_reload = self._after_reload, []
+            self._syncing = False
+            waiting, self._after_sync = self._after_sync, []
             for callback in waiting:
                 callback()
 
+    # -- reading ----------------------------------------------------------------------------
+    def _read_app(self, name: str) -> AppData | None:
+        store = self.store
+        app = store.get_application(name)
+        if app is None:
+            return None
+        states = store.get_policy_states(name) \
+            if _POLICY_ALIASES.get(app.policy, app.policy) != "default" else {}
+        return app, store.get_links(name), states
+
+    def _read_model(self, name: str) -> ModelData:
+        store = self.store
+        stored = store.get_traffic(name)
+        return (store.list_model_versions(name), store.get_current_version(name),
+                store.activation_order(name), None if stored is None else parse_traffic(stored))
+
     def _snapshot(self) -> Snapshot:
         store = self.store
-        apps = store.list_applications()
-        links = {app.name: store.get_links(app.name) for app in apps}
-        versions = store.list_model_versions()
-        names = {v.name for v in versions}
-        current = {name: store.get_current_version(name) for name in names}
-        order = {name: store.activation_order(name) for name in names}
-        states = {app.name: store.get_policy_states(app.name) for app in apps
-                  if _POLICY_ALIASES.get(app.policy, app.policy) != "default"}
-        traffic = {name: parse_traffic(stored) for name in names
-                   if (stored := store.get_traffic(name)) is not None}
-        return apps, links, versions, current, order, states, traffic
+        apps = [data for app in store.list_applications()
+                if (data := self._read_app(app.name)) is not None]
+        names = dict.fromkeys(mv.name for mv in store.list_model_versions())
+        return apps, {name: self._read_model(name) for name in names}
 
-    def _apply(self, snapshot: Snapshot) -> None:
-        apps, links, versions, current, order, states, traffic = snapshot
-        paths: dict[bytes, tuple[AppRoute, bool]] = {}
-        by_name: dict[str, AppRoute] = {}
-        selectors: dict[str, tuple[tuple[str, str], Selector]] = {}
-        for app in apps:
-            policy, policy_error, selector, in_body = None, None, None, False
-            try:
-                frontend_params, params = split_parameters(orjson.loads(app.policy_params))
-                in_body = frontend_params["versions_in_body"]
-                name = _POLICY_ALIASES.get(app.policy, app.policy)
-                policy = self.policies.get(name)(**params)
-                if policy.routes_per_query:
-                    selector = self._selector(app, policy, frontend_params,
-                                              states.get(app.name, {}))
-                    selectors[app.name] = ((app.policy, app.policy_params), selector)
-            except PluginError:
-                policy_error = f"{app.policy} is an invalid selection_policy."
-            except (ValidationError, orjson.JSONDecodeError, TypeError) as exc:
-                policy_error = f"The selection policy of {app.name} is misconfigured: {exc}"
-            route = AppRoute(app, list(links.get(app.name, ())), policy, policy_error,
-                             self.metrics, self.loop, selector, in_body)
-            by_name[app.name] = route
-            base = b"/" + app.name.encode()
-            for suffix, is_predict in ((b"/predict", True), (b"/update", False)):
-                paths[base + suffix] = paths[base + suffix + b"/"] = (route, is_predict)
-        self._selectors = selectors
-        self._versions = {}
-        for mv in versions:
-            self._versions.setdefault(mv.name, set()).add(mv.version)
-        self._current = current
-        self._order = order
-        self._traffic = traffic
-        self.scheduler.set_batch_sizes({(mv.name, mv.version): mv.batch_size
-                                        for mv in versions})
-        self.apps = by_name
-        self.paths = paths
-        self.metrics.retain(by_name, [(mv.name, mv.version) for mv in versions],
-                            self.scheduler.queues)
+    def _read_changes(self, changes: set[tuple[str, str]]) -> Delta:
+        apps = {name for kind, name in changes if kind == "application"}
+        return ({name: self._read_app(name) for name in apps},
+                {name: self.store.get_links(name) for kind, name in changes
+                 if kind == "link" and name not in apps},
+                {name: self._read_model(name) for kind, name in changes if kind == "model"})
+
+    # -- applying ---------------------------------------------------------------------------
+    def _apply_all(self, snapshot: Snapshot) -> None:
+        apps, models = snapshot
+        self._batch_sizes, self._current, self._order, self._traffic = {}, {}, {}, {}
+        for name, data in models.items():
+            self._set_model(name, data)
+        self.paths, self.apps = {}, {}
+        selectors, self._selectors = self._selectors, {}
+        for data in apps:
+            self._set_app(data, selectors)
+        self._batch_sizes_changed()
+        self._retain()
         self.reroute()
 
+    def _apply_changes(self, delta: Delta) -> None:
+        apps, links, models = delta
+        removed = False
+        for name, data in models.items():
+            kept = {mv.version for mv in data[0]}
+            removed = removed or not kept.issuperset(self._batch_sizes.get(name, ()))
+            self._set_model(name, data)
+        if models:
+            self._batch_sizes_changed()
+        for name, app_data in apps.items():
+            if app_data is None:
+                removed |= self._remove_app(name)
+            else:
+                self._set_app(app_data, self._selectors)
+        for name, linked in links.items():
+            route = self.apps.get(name)
+            if route is not None:
+                route.linked = linked
+        if removed:
+            self._retain()
+        self._reroute(route for name, route in self.apps.items() if name in apps
+                      or name in links or not models.keys().isdisjoint(route.linked))
+
+    def _set_model(self, name: str, data: ModelData) -> None:
+        versions, current, order, traffic = data
+        for table in (self._batch_sizes, self._current, self._order, self._traffic):
+            table.pop(name, None)
+        if not versions:
+            return
+        self._batch_sizes[name] = {mv.version: mv.batch_size for mv in versions}
+        self._current[name] = current
+        self._order[name] = order
+        if traffic is not None:
+            self._traffic[name] = traffic
+
+    def _batch_sizes_changed(self) -> None:
+        self.scheduler.set_batch_sizes({(name, version): size
+                                        for name, sizes in self._batch_sizes.items()
+                                        for version, size in sizes.items()})
+
+    def _retain(self) -> None:
+        """Forget the metrics of deleted applications and versions."""
+        self.metrics.retain(self.apps, [(name, version) for name, sizes in
+                                        self._batch_sizes.items() for version in sizes],
+                            self.scheduler.queues)
+
+    def _paths(self, app_name: str) -> list[tuple[bytes, bool]]:
+        base = b"/" + app_name.encode()
+        return [(base + suffix + slash, is_predict)
+                for suffix, is_predict in ((b"/predict", True), (b"/update", False))
+                for slash in (b"", b"/")]
+
+    def _remove_app(self, name: str) -> bool:
+        self._selectors.pop(name, None)
+        if self.apps.pop(name, None) is None:
+            return False
+        for path, _ in self._paths(name):
+            self.paths.pop(path, None)
+        return True
+
+    def _set_app(self, data: AppData, selectors: dict[str, tuple[tuple[str, str], Selector]]
+                 ) -> None:
+        """(Re)build the route of one application; its selector is kept from ``selectors``
+        if its policy did not change."""
+        app, links, states = data
+        policy, policy_error, selector, in_body = None, None, None, False
+        try:
+            frontend_params, params = split_parameters(orjson.loads(app.policy_params))
+            in_body = frontend_params["versions_in_body"]
+            name = _POLICY_ALIASES.get(app.policy, app.policy)
+            policy = self.policies.get(name)(**params)
+            if policy.routes_per_query:
+                selector = self._selector(app, policy, frontend_params, states,
+                                          selectors.get(app.name))
+        except PluginError:
+            policy_error = f"{app.policy} is an invalid selection_policy."
+        except (ValidationError, orjson.JSONDecodeError, TypeError) as exc:
+            policy_error = f"The selection policy of {app.name} is misconfigured: {exc}"
+        if selector is None:
+            self._selectors.pop(app.name, None)
+        else:
+            self._selectors[app.name] = ((app.policy, app.policy_params), selector)
+        route = AppRoute(app, list(links), policy, policy_error, self.metrics, self.loop,
+                         selector, in_body)
+        self.apps[app.name] = route
+        for path, is_predict in self._paths(app.name):
+            self.paths[path] = (route, is_predict)
+
     def _selector(self, app: Application, policy: SelectionPolicy, params: dict[str, object],
-                  stored: dict[str, str]) -> Selector:
+                  stored: dict[str, str],
+                  kept: tuple[tuple[str, str], Selector] | None) -> Selector:
         """The application's selector: the one it had if its policy did not change."""
-        kept = self._selectors.get(app.name)
         if kept is not None and kept[0] == (app.policy, app.policy_params):
             return kept[1]
         states = PolicyStates(app.name, policy, self.store, self.executor, self.loop)
@@ -274,8 +398,11 @@ class RoutingTable:
     # -- routing ----------------------------------------------------------------------------
     def reroute(self) -> None:
         """Point every application at the version that should serve it now (rollout)."""
+        self._reroute(self.apps.values())
+
+    def _reroute(self, routes: Iterable[AppRoute]) -> None:
         queues = self.scheduler.queues
-        for route in self.apps.values():
+        for route in routes:
             arms: dict[str, VersionQueue] = {}
             for model in route.linked:
                 current = self._current.get(model)
@@ -327,7 +454,7 @@ class RoutingTable:
 
     def model_versions(self, model: str) -> list[str]:
         """The registered versions of ``model``, sorted."""
-        return sorted(self._versions.get(model, ()))
+        return sorted(self._batch_sizes.get(model, ()))
 
     def version_target(self, route: AppRoute, version: str) -> VersionQueue | None:
         """The queue of ``version`` of the application's model (a query that pins a version)."""
@@ -339,7 +466,7 @@ class RoutingTable:
                 f"No model is linked to application {app_name}; link one before asking for "
                 f"version {version}")
         model = route.linked[0]
-        if version not in self._versions.get(model, ()):
+        if version not in self._batch_sizes.get(model, ()):
             raise NotFoundError(
                 f"Requested version: {version} does not exist for model: {model}")
         queue = self.scheduler.queues.get((model, version))

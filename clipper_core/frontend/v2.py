@@ -178,7 +178,7 @@ class OpenInference:
         alone = [r for r in apps.values() if r.linked == [name]]
         if len(alone) == 1:
             return alone[0]
-        if self.frontend.handle_after_reload(request, responder, after_reload):
+        if self.frontend.handle_after_reload(name, request, responder, after_reload):
             return None
         if alone:
             raise NotFoundError(

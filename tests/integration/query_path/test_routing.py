@@ -1,0 +1,90 @@
+"""The routing table follows the store's change feed one change at a time, and requests for
+unknown applications cannot make the frontend read the store for each of them (issues 11, 15).
+
+Reads are counted on the store's own SQLite connection (``set_trace_callback``), which the
+frontend shares with the test; the change feed reads on a connection of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from clipper_core.frontend.routing import LOOKUP_BURST, LOOKUPS_PER_S
+from clipper_core.types import Application, InputType
+
+from .conftest import wait_for
+
+Cluster = Any  # conftest.Cluster
+
+APPS = 300
+
+
+def answer(xs: Any) -> list[str]:
+    return ["7"] * len(xs)
+
+
+@pytest.fixture(scope="module")
+def cluster(make_module_cluster: Callable[..., Cluster]) -> Cluster:
+    cluster = make_module_cluster()
+    cluster.add_model("routed", "1")
+    cluster.start_replica("routed", "1", answer)
+    for i in range(APPS):
+        cluster.store.add_application(Application(f"app-{i}", InputType.DOUBLES, "D", 5_000_000))
+    cluster.add_app(f"app-{APPS}")  # waits until the frontend serves it: all are applied
+    return cluster
+
+
+@pytest.fixture
+def selects(cluster: Cluster) -> Iterator[list[str]]:
+    """The SELECT statements run on the store's connection while the test runs."""
+    seen: list[str] = []
+    conn = cluster.store._conn
+    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("SELECT") else None)
+    yield seen
+    conn.set_trace_callback(None)
+
+
+def test_requests_for_unknown_apps_cause_a_bounded_number_of_store_reads(
+        cluster: Cluster, selects: list[str]) -> None:
+    started = time.monotonic()
+    for i in range(200):
+        response = cluster.post(f"/missing-{i}/predict", {"input": [1.0]})
+        assert response.status_code == 404
+        assert response.json()["error"] == "Application not found"
+    elapsed = time.monotonic() - started
+    # one single-row read per lookup, within the token bucket; never the whole table
+    assert len(selects) <= LOOKUP_BURST + LOOKUPS_PER_S * elapsed + 1
+    assert not any("FROM applications ORDER BY" in sql for sql in selects)
+
+
+def test_a_just_registered_app_is_found_by_its_first_request(cluster: Cluster) -> None:
+    cluster.store.add_application(Application("fresh", InputType.DOUBLES, "D", 5_000_000))
+    response = cluster.post("/fresh/predict", {"input": [1.0]})  # before the feed delivers it
+    assert response.status_code == 200, response.text
+    assert response.json()["default"] is True
+
+
+def test_a_registration_reads_only_what_changed(cluster: Cluster, selects: list[str]) -> None:
+    cluster.store.add_application(Application("linked", InputType.DOUBLES, "D", 5_000_000))
+    cluster.store.add_link("linked", "routed")
+    wait_for(lambda: cluster.post("/linked/predict", {"input": [1.0]}).json().get("default")
+             is False, what="the new app to be routed to its model")
+    # the app, its links, a few lookups by requests that came first; not one read per app
+    assert len(selects) < 50, selects
+
+
+def test_changes_to_links_and_deletions_apply(cluster: Cluster) -> None:
+    cluster.add_app("relinked")
+    cluster.store.add_link("relinked", "routed")
+    wait_for(lambda: cluster.predict("relinked", {"input": [1.0]})["default"] is False,
+             what="the link to apply")
+    cluster.store.delete_link("relinked", "routed")
+    wait_for(lambda: cluster.predict("relinked", {"input": [1.0]})["default"] is True,
+             what="the unlink to apply")
+    cluster.store.delete_application("relinked")
+    wait_for(lambda: cluster.post("/relinked/predict", {"input": [1.0]}).status_code == 404,
+             what="the deletion to apply")
