@@ -73,6 +73,12 @@ class OverloadedError(ClipperError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class StorageError(ClipperError):
+    """The state store cannot write (a full disk, an I/O error): HTTP 507, nothing changed."""
+
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
 class PluginError(ClipperError):
     """A plugin is missing, clashes with another one, or failed while loading."""
 

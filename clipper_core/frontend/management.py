@@ -644,7 +644,9 @@ class ManagementFrontend:
             result: JsonValue = await loop.run_in_executor(
                 self._executor, lambda: method(**kwargs))
         except ClipperError as exc:
-            responder.send(400, exc.msg.encode(), _TEXT)
+            # Clipper answers 400 to every refused call; a fault of the server keeps its status.
+            status = exc.status if exc.status >= 500 else 400
+            responder.send(status, exc.msg.encode(), _TEXT)
         except Exception:
             log.exception("management route %s failed", route.name)
             responder.send(500, error_body(

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import orjson
 
-from clipper_core.exceptions import ClipperError, ConflictError, NotFoundError, ValidationError
+from clipper_core.exceptions import (
+    ClipperError,
+    ConflictError,
+    NotFoundError,
+    StorageError,
+    ValidationError,
+)
 from clipper_core.hookspecs import hookimpl
 from clipper_core.store.api import Change, StateStore, Subscription
 from clipper_core.types import Application, InputType, ModelVersion, Replica
@@ -159,14 +165,25 @@ class SQLiteStore(StateStore):
         with self._lock:
             self._check_open()
             cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                    cur.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.OperationalError as exc:
+                msg = (f"The state store {self.path} cannot write ({exc}); nothing was changed. "
+                       "Free disk space or fix the file system, then retry")
+                raise StorageError(msg) from exc
         self._wake.set()
+
+    def _rollback(self) -> None:
+        """End a failed transaction; SQLite may have rolled it back already (I/O errors)."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
 
     def _check_open(self) -> None:
         if self._closed:
