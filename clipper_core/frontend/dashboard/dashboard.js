@@ -105,29 +105,36 @@ function forget(prefix, keep) {
 }
 
 // -- versions and roles --------------------------------------------------------------------
-// Canary and shadow versions, where the application's JSON has them (selection policies).
-function roles(apps, models) {
+// Each model's traffic (get_traffic): its current version, the split's weights, its shadows.
+async function fetchTraffic(models) {
+  const names = [...new Set(models.map(m => m.model_name))];
+  return Object.fromEntries(await Promise.all(names.map(async name => {
+    try {
+      return [name, await admin("get_traffic", { model_name: name })];
+    } catch (e) {
+      if (e instanceof AuthNeeded) throw e;
+      return [name, {}];  // deleted since get_all_models answered
+    }
+  })));
+}
+
+// "<model>:<version>" -> [{ role, text }]: current, canary (a split's other versions with a
+// weight) and shadow, with each version's share of the split.
+function roles(traffic) {
   const out = {};
-  const mark = (model, version, role) => {
-    if (model && version !== undefined && version !== null) {
-      (out[`${model}:${version}`] = out[`${model}:${version}`] || new Set()).add(role);
+  const add = (id, role, text) => (out[id] = out[id] || []).push({ role, text });
+  for (const [model, t] of Object.entries(traffic)) {
+    const weights = t.split || {};
+    const total = Object.values(weights).reduce((a, b) => a + b, 0);
+    const share = v => (total > 0 && v in weights
+      ? ` ${Math.round(1000 * weights[v] / total) / 10}%` : "");
+    if (t.current !== null && t.current !== undefined) {
+      add(`${model}:${t.current}`, "current", `current${share(t.current)}`);
     }
-  };
-  for (const m of models) if (m.is_current_version) mark(m.model_name, m.model_version, "current");
-  for (const app of apps) {
-    for (const [key, value] of Object.entries(app)) {
-      const role = key.includes("canary") ? "canary" : key.includes("shadow") ? "shadow" : null;
-      if (!role || value === null || value === undefined || value === "") continue;
-      const items = Array.isArray(value) ? value : [value];
-      for (const item of items) {
-        if (typeof item === "object") {
-          mark(item.model_name || item.model || app.linked_models[0],
-               item.model_version ?? item.version, role);
-        } else {
-          mark(app.linked_models[0], item, role);
-        }
-      }
+    for (const [v, w] of Object.entries(weights)) {
+      if (v !== t.current && w > 0) add(`${model}:${v}`, "canary", `canary${share(v)}`);
     }
+    for (const v of t.shadows || []) add(`${model}:${v}`, "shadow", "shadow");
   }
   return out;
 }
@@ -173,10 +180,10 @@ function renderApps(apps, models, now) {
   forget("app:", names);
 }
 
-function renderModels(apps, models, replicas, now) {
+function renderModels(models, traffic, replicas, now) {
   const body = document.querySelector("#models tbody");
   const charts = document.getElementById("model-charts");
-  const roleOf = roles(apps, models);
+  const roleOf = roles(traffic);
   const keys = new Set();
   const connected = {};
   for (const r of replicas) connected[r.model_id] = (connected[r.model_id] || 0) + 1;
@@ -206,8 +213,8 @@ function renderModels(apps, models, replicas, now) {
       charts.append(el("div", { class: "card", dataset: { modelCard: id } }, el("h3", {}, id)));
     }
     const rolesCell = row.querySelector(".roles");
-    rolesCell.replaceChildren(...[...(roleOf[id] || [])].map(r =>
-      el("span", { class: `badge ${r}` }, r)));
+    rolesCell.replaceChildren(...(roleOf[id] || []).flatMap((r, i) =>
+      [...(i ? [" "] : []), el("span", { class: `badge ${r.role}` }, r.text)]));
     row.querySelector(".make-current").disabled = m.is_current_version;
     const n = connected[id] || 0;
     row.querySelector(".replicas").textContent = String(n);
@@ -268,10 +275,11 @@ async function refresh() {
     const [apps, models, replicas, metrics] = await Promise.all([
       admin("get_all_applications", { verbose: true }), admin("get_all_models", { verbose: true }),
       admin("get_all_containers", { verbose: true }), fetchMetrics()]);
+    const traffic = await fetchTraffic(models);
     document.getElementById("auth-needed").hidden = true;
     const now = { t: Date.now(), metrics };
     renderApps(apps, models, now);
-    renderModels(apps, models, replicas, now);
+    renderModels(models, traffic, replicas, now);
     state.previous = now;
     state.ticks += 1;
     setStatus(`live · ${apps.length} app(s), ${models.length} model version(s), ` +

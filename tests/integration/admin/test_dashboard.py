@@ -149,6 +149,23 @@ def test_dashboard_shows_live_charts_under_load_and_runs_actions(cluster, page, 
                          json={"input": [1.0, 2.0]}, timeout=10).json()["output"] == 6.0
 
 
+def test_versions_show_the_traffic_split_and_the_shadows(cluster, page, helpers):
+    python_deployer.deploy_python_closure(cluster, "dash-model", 3, "doubles", tripler)
+    cluster.set_traffic_split("dash-model", {"3": 3, "1": 1})
+    cluster.set_shadow_versions("dash-model", ["2"])
+    page.goto(f"http://{cluster.cm.get_admin_addr()}/dashboard?interval=500")
+    expect(page.locator('[data-model="dash-model:3"] .roles')).to_have_text("current 75%")
+    expect(page.locator('[data-model="dash-model:1"] .roles')).to_have_text("canary 25%")
+    expect(page.locator('[data-model="dash-model:2"] .roles')).to_have_text("shadow")
+    expect(page.locator('[data-model="broken-model:1"] .roles')).to_have_text("current")
+    expect(page.locator('[data-model="dash-model:1"] .badge.canary')).to_be_visible()
+
+    cluster.rollback("dash-model")  # back to version 3 alone: the page follows
+    expect(page.locator('[data-model="dash-model:1"] .roles')).to_have_text("")
+    expect(page.locator('[data-model="dash-model:2"] .roles')).to_have_text("")
+    expect(page.locator('[data-model="dash-model:3"] .roles')).to_have_text("current")
+
+
 def test_actions_need_the_token_when_the_cluster_has_one(cluster, page, helpers, tmp_path):
     wait_until = helpers.wait_until
     cm = cluster.cm
