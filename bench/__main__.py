@@ -43,6 +43,7 @@ from bench.runner import (
 )
 from bench.selection import APP as ENSEMBLE_APP
 from bench.selection import deploy_ensemble, measure_selection
+from bench.tracing import measure_traced
 from bench.workloads import BODY_TEMPLATE, deployments, scenarios
 
 log = logging.getLogger("bench")
@@ -152,6 +153,7 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
             selection = not only or "selection" in only
             rest = [name for name in only or () if name not in ("many", "selection")]
             chosen = scenarios([d.app for d in deps], rest) if rest or not only else []
+            traced, chosen = [s for s in chosen if s.traced], [s for s in chosen if not s.traced]
             queries_sum = many or selection or profile
             apps = {s.app for s in chosen} | ({"sum"} if queries_sum else set())
             deps = [d for d in deps if d.app in apps]
@@ -188,6 +190,10 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
                 recs += measure_selection(cluster, runner)
             if many:  # last: its registrations stay on the cluster
                 recs += measure_many(cluster, runner, ngx.port)
+        if traced:
+            traced_recs, meta["tracing"] = measure_traced(runner, Path(tmp) / "cluster-traced",
+                                                          traced, deps, measured)
+            recs += traced_recs
     lags = [m.open[r].send_lag_p99_ms for m in measured.values() for r in m.open]
     meta["generator_send_lag_p99_ms_max"] = max(lags) if lags else None
     meta["load_average_at_end"] = os.getloadavg()

@@ -19,9 +19,12 @@ log = logging.getLogger("bench")
 class Cluster:
     """``with Cluster(dir) as c: c.deploy(d)`` starts an embedded cluster and stops it after."""
 
-    def __init__(self, workdir: Path, cache_size: int = 33554432) -> None:
+    def __init__(self, workdir: Path, cache_size: int = 33554432,
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.cache_size = cache_size
+        #: Environment variables of the server process (e.g. ``CLIPPER_TRACING_ENDPOINT``).
+        self.env = env or {}
         self.query_port = free_port()
         self.conn = None
         self.manager = None
@@ -35,7 +38,16 @@ class Cluster:
             cluster_dir=self.workdir)
         self.manager = manager
         self.conn = ClipperConnection(manager)
-        self.conn.start_clipper(cache_size=self.cache_size)
+        saved = {name: os.environ.get(name) for name in self.env}
+        os.environ.update(self.env)  # the server process (and its config) inherit them
+        try:
+            self.conn.start_clipper(cache_size=self.cache_size)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name)
+                else:
+                    os.environ[name] = value
         return self
 
     def __exit__(self, *exc: object) -> None:

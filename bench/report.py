@@ -134,9 +134,27 @@ def render_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) 
             f"All load runs (`bench/results/latest.json`):\n\n{figures_table(records)}\n\n"
             + (f"Single figures:\n\n{single_figures_table(records)}\n\n"
                if any("value" in r for r in records) else "")
-            + (f"{floor_table(meta['floor'])}\n\n" if "p50_ms" in meta.get("floor", {}) else "") +
+            + (f"{floor_table(meta['floor'])}\n\n" if "p50_ms" in meta.get("floor", {}) else "")
+            + (f"{tracing_table(records, meta['tracing'])}\n\n" if meta.get("tracing") else "") +
             "![latency against offered load](../bench/results/latest.png)\n")
     _replace_section(doc, DOCS_START, DOCS_END, body)
+
+
+def tracing_table(records: list[dict[str, Any]], tracing: dict[str, Any]) -> str:
+    """The cost of tracing (``bench.tracing``): each traced scenario against ``sum``."""
+    rec = _by_name(records)
+    lines = ["Tracing (`bench/tracing.py`): `sum` on a cluster exporting spans over OTLP/HTTP, "
+             "against `sum` with tracing off (the default) in the same run:", "",
+             "| scenario | requests traced | saturation qps | x tracing off | c1 p50 ms | "
+             "x tracing off | spans exported |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, sink in tracing.items():
+        sat, c1 = rec.get(f"{name}/saturation"), rec.get(f"{name}/c1")
+        if sat and c1:
+            lines.append(
+                f"| {name} | {sink['sampled']:.0%} | {_fmt(sat['qps'], 0)} | "
+                f"{_fmt(sat['ratio_qps'])} | {_fmt(c1['p50_ms'], 3)} | {_fmt(c1['ratio_p50'])} | "
+                f"{sink['spans']:,} |")
+    return "\n".join(lines)
 
 
 def floor_table(floor: dict[str, Any]) -> str:

@@ -104,7 +104,8 @@ class Scenario:
     ``reference`` is another scenario's name, or ``"nginx"`` (which answers without reading a
     body this small) or ``"nginx-body"`` (which reads the whole body before it answers, for the
     large inputs). ``body`` is the request's template (see :data:`N_DIGITS`), ``path`` where it
-    is POSTed (``/<app>/predict`` unless given: a peer's own route).
+    is POSTed (``/<app>/predict`` unless given: a peer's own route). A scenario with ``traced``
+    runs on another cluster that traces that share of its requests (:mod:`bench.tracing`).
     """
 
     name: str
@@ -114,6 +115,7 @@ class Scenario:
     body: str = BODY_TEMPLATE
     path: str = attrs.field(default=attrs.Factory(lambda s: f"/{s.app}/predict",
                                                   takes_self=True))
+    traced: float = 0.0
 
     @property
     def body_bytes(self) -> int:
@@ -141,6 +143,8 @@ def scenarios(apps: list[str], only: list[str] | None = None) -> list[Scenario]:
     """
     all_ = [Scenario("noop", "noop"), Scenario("sum", "sum"),
             Scenario("sum-cached", "sum", distinct=False),
+            Scenario("sum-traced", "sum", reference="sum", traced=1.0),
+            Scenario("sum-traced-1pct", "sum", reference="sum", traced=0.01),
             Scenario("batchable-b1", "batchable-b1"),
             Scenario("batchable", "batchable", reference="batchable-b1"),
             Scenario("mlp", "mlp"),

@@ -18,6 +18,8 @@ Every ``/predict`` request is one trace::
 A batch serves queries of several requests: its span is a child of the first request's
 ``clipper.receive`` and links to the others'. Attributes: ``clipper.app``,
 ``clipper.model``, ``clipper.version``, ``clipper.batch_size`` and a few more (docs/tracing.md).
+The SDK's sampler (``OTEL_TRACES_SAMPLER``, every request by default) decides per request; a
+request it drops costs one non-recording span and nothing else.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class Tracing:
             span = tracer.start_span("clipper.receive", kind=SpanKind.SERVER, start_time=start,
                                      attributes={"clipper.app": route.app.name,
                                                  "http.request.body.size": len(body)})
+            if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): no spans at all
+                predict(route, body, responder)
+                return
             request = self.current = RequestTrace(self, span, start)
             try:
                 predict(route, body, TracedResponder(responder, request))
@@ -247,9 +252,11 @@ class TracedScheduler(Scheduler):
         start = time_ns()
         requests: dict[int, RequestTrace] = {}
         for task in tasks:
+            queued_by = task.waiters[0][0]  # the others joined it in flight (coalescing)
+            if isinstance(queued_by, TracedWaiter):
+                queued_by.left(start)
             for waiter, _ in task.waiters:
                 if isinstance(waiter, TracedWaiter):
-                    waiter.left(start)
                     requests.setdefault(id(waiter.request), waiter.request)
         super()._send(slot, tasks, now)
         if not requests:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bench.loadgen import ResponseParser, body_maker, run_open_loop, schedule
-from bench.report import peers_table, targets
+from bench.report import peers_table, targets, tracing_table
 from bench.workloads import N_DIGITS, scenarios
 from bench.wrk import lua_script, parse_wrk_output
 from clipper_core.exceptions import ValidationError
@@ -169,3 +169,29 @@ def test_peers_table_states_ratios_and_why_a_peer_did_not_run():
     assert table[3].startswith("| x (9.9) | 200 | 0.20 | 2.00 | 0.800 | 8.00 | 4.00 |")
     assert table[4] == ("| peer-y | - | - | - | - | - | - | cannot run here: y exited with 1; "
                         "its log ends: ... Boom |")
+
+
+def test_the_otlp_sink_counts_the_spans_a_real_exporter_sends():
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from bench.tracing import OtlpSink
+
+    with OtlpSink() as sink:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{sink.url}/v1/traces")))
+        tracer = provider.get_tracer("bench-test")
+        for _ in range(3):
+            tracer.start_span("clipper.receive").end()
+        provider.shutdown()
+    assert (sink.spans, sink.posts) == (3, 3)
+    assert sink.bytes > 0
+
+
+def test_the_tracing_table_compares_each_traced_scenario_with_sum():
+    recs = [{"scenario": "sum-traced/saturation", "qps": 2000.0, "ratio_qps": 0.2},
+            {"scenario": "sum-traced/c1", "p50_ms": 0.7, "ratio_p50": 1.75}]
+    table = tracing_table(recs, {"sum-traced": {"sampled": 1.0, "spans": 57853}})
+    assert "| sum-traced | 100% | 2,000 | 0.20 | 0.700 | 1.75 | 57,853 |" in table

@@ -198,6 +198,22 @@ def test_a_bad_request_is_traced_with_its_status(traced, receiver, helpers):
     assert {s["name"] for s in trace} == {"clipper.receive", "clipper.decode", "clipper.encode"}
 
 
+def test_the_sampler_chooses_which_requests_are_traced(start_cluster, receiver, helpers):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIPPER_TRACING_ENDPOINT", receiver.url)
+        mp.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+        mp.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+        conn = start_cluster("sampled")
+    deploy(conn, helpers, ("sampled-warm-up", "sampled-app"))
+    for i in range(40):
+        assert helpers.predict(conn, "sampled-app", {"input": [float(i)]})["output"] == 3 * i
+    conn.stop_all()  # a stopping server exports the spans it still holds
+    traces = receiver.traces("sampled-app")
+    assert 0 < len(traces) < 40  # 1 in 2 requests: all or none has odds of 2 ** -39
+    for spans in traces.values():  # a sampled request has all its spans
+        assert {"clipper.decode", "clipper.cache", "clipper.encode"} <= {s["name"] for s in spans}
+
+
 def test_with_tracing_off_the_server_never_imports_the_tracing_code(untraced, helpers):
     for i in range(20):
         assert helpers.predict(untraced, "untraced-app", {"input": [float(i)]})["output"] == 3 * i

@@ -1,0 +1,103 @@
+"""The cost of tracing: the ``sum`` load on clusters that trace every request, or 1 in 100.
+
+``sum-traced`` and ``sum-traced-1pct`` each run on a cluster started with ``tracing_endpoint``
+set to an :class:`OtlpSink` (an OTLP/HTTP endpoint in the benchmark process, on the load
+generator's core like wrk, that decodes what it receives and counts the spans) and the SDK's
+``traceidratio`` sampler. Their records are against ``sum`` measured without tracing in the
+same run: ``ratio_qps`` is the share of throughput left with tracing on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from bench import BenchError
+from bench.cluster import Cluster
+from bench.runner import Measured, Runner, records
+from bench.workloads import Deployment, Scenario
+
+log = logging.getLogger("bench")
+
+
+class OtlpSink:
+    """``with OtlpSink() as sink``: an OTLP/HTTP traces endpoint counting spans and bytes."""
+
+    def __init__(self) -> None:
+        try:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                ExportTraceServiceRequest,
+            )
+        except ImportError as exc:
+            raise BenchError("sum-traced needs OpenTelemetry: "
+                             "pip install 'clipper-core[tracing]' opentelemetry-proto") from exc
+        self.spans = 0
+        self.posts = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                n = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                with sink.lock:
+                    sink.spans += n
+                    sink.posts += 1
+                    sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtlpSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def measure_traced(runner: Runner, workdir: Path, chosen: list[Scenario],
+                   deps: list[Deployment], measured: dict[str, Measured]
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Measure the traced scenarios, each on its own traced cluster; their records and, per
+    scenario, the spans the sink received."""
+    settings = runner.settings
+    recs: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {}
+    for scenario in chosen:
+        [dep] = [d for d in deps if d.app == scenario.app]
+        folder = workdir / scenario.name
+        with OtlpSink() as sink:
+            env = {"CLIPPER_TRACING_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": "traceidratio",
+                   "OTEL_TRACES_SAMPLER_ARG": str(scenario.traced)}
+            with Cluster(folder, env=env) as cluster:
+                cluster.deploy(dep)
+                cluster.wait_ready(scenario.app, scenario.body)
+                ours, _ = runner.measure(cluster.query_port, scenario)
+            mine = records(scenario, ours, measured[scenario.reference], settings.fractions,
+                           settings.layout())
+        if not sink.spans:
+            raise BenchError(f"the traced cluster exported no spans to {sink.url}; see the "
+                             f"server log in {folder / 'logs'}")
+        answered = sum(r["answered"] for r in mine)
+        log.info("%s: %d spans in %d OTLP requests (%.1f MB) for %d measured queries",
+                 scenario.name, sink.spans, sink.posts, sink.bytes / 1e6, answered)
+        meta[scenario.name] = {"sampled": scenario.traced, "spans": sink.spans,
+                               "otlp_requests": sink.posts, "otlp_bytes": sink.bytes,
+                               "measured_queries": answered}
+        recs += mine
+    return recs, meta
