@@ -14,7 +14,11 @@
   the cache holds and queues the rest; answers fill it even when every waiter has already been
   answered with the default output; error replies are never cached.
 * Identical in-flight queries (same cache key) share one task: the model sees the input once
-  and every waiter gets the answer.
+  and every waiter gets the answer. Each waiter keeps its own deadline: a task whose first
+  waiter's SLO ran out stays queued for the later ones.
+* Cache keys are ``(model, version, generation, input bytes)``; :meth:`Scheduler.forget_answers`
+  starts a new generation of a model's queues when the store reports a change of the model
+  (a version deleted and registered again must not get the old one's answers).
 * The RPC router hands replica events straight to the scheduler (:meth:`add_replica`,
   :meth:`remove_replica`, :meth:`on_response`, :meth:`on_error`).
 * A replica that disappears hands its in-flight batch back to its queue (another replica of the
@@ -59,11 +63,20 @@ class Task:
         self.data = data
         self.deadline = deadline
         self.enqueued = enqueued
-        self.waiters: list[tuple[Waiter, int]] = [(waiter, index)]
+        #: ``(waiter, index, deadline)``: identical queries join with their own deadline.
+        self.waiters: list[tuple[Waiter, int, float]] = [(waiter, index, deadline)]
 
     def resolve(self, fragment: bytes | None, explanation: str | None) -> None:
-        for waiter, index in self.waiters:
+        for waiter, index, _ in self.waiters:
             waiter.resolve(index, fragment, explanation)
+
+    def postpone(self, cutoff: float) -> bool:
+        """Move the deadline to the earliest waiter's after ``cutoff``; False if none is left."""
+        later = [deadline for _, _, deadline in self.waiters if deadline > cutoff]
+        if not later:
+            return False
+        self.deadline = min(later)
+        return True
 
 
 class Batch:
@@ -100,6 +113,7 @@ class VersionQueue:
         "bytes",
         "cache_ratio",
         "errors",
+        "generation",
         "heap",
         "idle",
         "input_type",
@@ -108,7 +122,6 @@ class VersionQueue:
         "num_predictions",
         "replicas",
         "throughput",
-        "type_code",
         "version",
         "versions_header",
         "wait_handle",
@@ -120,11 +133,12 @@ class VersionQueue:
         self.model = model
         self.version = version
         self.input_type = input_type
-        self.type_code = int(input_type)
         #: ``"<model>:<version>"``: the name selection policies and answers know it by.
         self.arm = f"{model}:{version}"
         self.versions_header = ((VERSIONS_HEADER, self.arm.encode()),)
         self.batch_size = batch_size
+        #: Part of every cache key of this queue; a new one makes the cached answers unreachable.
+        self.generation = 0
         self.heap: list[tuple[float, int, Task]] = []
         #: Input bytes of the queries in ``heap``.
         self.bytes = 0
@@ -221,8 +235,12 @@ class Scheduler:
         ``keep_one_after``."""
         pending = self.pending
         heap = queue.heap
+        cutoff = max(now, keep_one_after)
         while heap and (heap[0][0] <= now or (heap[0][0] <= keep_one_after and len(heap) > 1)):
             expired = heapq.heappop(heap)[2]
+            if len(expired.waiters) > 1 and expired.postpone(cutoff):
+                heapq.heappush(heap, (expired.deadline, next(self._seq), expired))
+                continue
             queue.bytes -= len(expired.data)
             if pending.get(expired.key) is expired:
                 del pending[expired.key]
@@ -231,11 +249,11 @@ class Scheduler:
                        now: float, waiter: Waiter) -> None:
         """Answer a request's queries from the cache, queue the others, send what idle
         replicas can take now (so a request's queries leave as one batch, at once)."""
-        model, version, type_code = queue.model, queue.version, queue.type_code
+        model, version, generation = queue.model, queue.version, queue.generation
         cache_get = self.cache.get
         hits = 0
         for index, data in enumerate(inputs):
-            key = (model, version, type_code, data)
+            key = (model, version, generation, data)
             fragment = cache_get(key)
             if fragment is not None:
                 hits += 1
@@ -254,7 +272,7 @@ class Scheduler:
         """Queue one query (or join the identical one already in flight)."""
         task = self.pending.get(key)
         if task is not None:
-            task.waiters.append((waiter, index))
+            task.waiters.append((waiter, index, deadline))
             return
         task = Task(key, data, deadline, now, waiter, index)
         self.pending[key] = task
@@ -382,6 +400,12 @@ class Scheduler:
                 model, version, input_type, self.batch_sizes.get(key, ADAPTIVE_BATCH_SIZE),
                 self.metrics)
         return queue
+
+    def forget_answers(self, model: str | None) -> None:
+        """Make the cached answers of ``model`` (None: of every model) unreachable."""
+        for queue in self.queues.values():
+            if model is None or queue.model == model:
+                queue.generation += 1
 
     def set_batch_sizes(self, sizes: dict[tuple[str, str], int]) -> None:
         """Record every model version's configured batch size (from the store)."""

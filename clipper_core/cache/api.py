@@ -1,7 +1,9 @@
 """The prediction cache interface.
 
-The query frontend keys the cache by ``(model, version, input type, input bytes)``: a tuple,
-so lookups are equality-checked (no hash collision can return another input's answer). Values
+The query frontend keys the cache by ``(model, version, generation, input bytes)``: a tuple,
+so lookups are equality-checked (no hash collision can return another input's answer). The
+generation changes whenever the store reports a change of the model, so a version deleted and
+registered again under the same name never gets its predecessor's answers. Values
 are the rendered JSON fragment of a model output. A cache only stores finished answers;
 coalescing of identical in-flight queries is done by the scheduler
 (:mod:`clipper_core.batching.scheduler`), and errors are never put.
@@ -16,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from typing import ClassVar
 
-#: ``(model name, model version, input type code, input bytes)``.
+#: ``(model name, model version, generation, input bytes)``.
 CacheKey = tuple[str, str, int, bytes]
 
 

@@ -199,6 +199,9 @@ class RoutingTable:
             self._changes.add((kind, name))
         else:  # "resync", or a kind this frontend does not know: read everything
             self._read_all = True
+        if kind != "application" and kind != "link":
+            # The cached answers of the model may be another registration's now.
+            self.scheduler.forget_answers(name if kind == "model" else None)
         self._sync()
 
     def look_up(self, app_name: str, then: Callable[[], None]) -> bool:

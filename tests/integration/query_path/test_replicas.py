@@ -228,3 +228,28 @@ def test_an_app_registered_a_moment_ago_is_served_not_404(
         answer = cluster.predict(f"fresh-{i}", {"input": [1.0]})
         assert answer["default"] is True
         assert answer["default_explanation"] == NO_MODELS
+
+
+def answer_old(xs: Any) -> list[str]:
+    return ["old"] * len(xs)
+
+
+def answer_new(xs: Any) -> list[str]:
+    return ["new"] * len(xs)
+
+
+def test_a_version_registered_again_does_not_get_the_old_ones_cached_answers(
+        make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster()
+    cluster.add_model("m", "1")
+    cluster.add_app("m", model="m")
+    old = cluster.start_replica("m", "1", answer_old)
+    assert cluster.predict("m", {"input": [1.0]})["output"] == "old"
+    assert cluster.predict("m", {"input": [1.0]})["output"] == "old"  # from the cache
+    old.terminate()  # says goodbye: dropped at once
+    cluster.wait_replicas("m", "1", 0)
+    cluster.store.delete_model_version("m", "1")
+    cluster.add_model("m", "1")  # another model under the same name and version
+    cluster.start_replica("m", "1", answer_new)
+    answer = cluster.predict("m", {"input": [1.0]})
+    assert (answer["output"], answer["default"]) == ("new", False)

@@ -331,3 +331,43 @@ def test_expired_queries_are_freed_without_a_replica_pulling() -> None:
         assert queue.heap == [] and queue.bytes == 0
         assert list(h.scheduler.pending) == [("m", "1", 0, b"busy")]
     run(main())
+
+
+def test_identical_queries_keep_their_own_deadlines() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop())
+        slot = h.replica("r1")
+        h.submit(b"busy", Waiter())
+        await asyncio.sleep(0)  # the replica is busy
+        first, later = Waiter(), Waiter()
+        h.submit(b"same", first, slo=0.02)
+        h.submit(b"same", later, 3, slo=10.0)  # joins, with ten seconds of SLO left
+        await asyncio.sleep(0.05 + 2 * SWEEP_INTERVAL_S)  # the first one's SLO ran out
+        queue = h.scheduler.queues[("m", "1")]
+        assert len(queue.heap) == 1 and queue.bytes == 4
+        h.scheduler.on_response(slot, 0, [b"ok"])
+        await asyncio.sleep(0)
+        assert h.sent[-1][2] == [b"same"]
+        h.scheduler.on_response(slot, 1, [b"answer"])
+        assert later.results == {3: (b"<answer>", None)}
+    run(main())
+
+
+def test_forgetting_a_models_answers() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop())
+        slot = h.replica("r1")
+        waiter = Waiter()
+        h.scheduler.submit_request(h.scheduler.queues[("m", "1")], [b"x"], h.loop.time() + 5,
+                                   h.loop.time(), waiter)
+        h.scheduler.on_response(slot, 0, [b"old"])
+        h.scheduler.forget_answers("other")
+        again = Waiter()
+        queue = h.scheduler.queues[("m", "1")]
+        h.scheduler.submit_request(queue, [b"x"], h.loop.time() + 5, h.loop.time(), again)
+        assert again.results == {0: (b"<old>", None)}  # another model's change: still cached
+        h.scheduler.forget_answers("m")
+        fresh = Waiter()
+        h.scheduler.submit_request(queue, [b"x"], h.loop.time() + 5, h.loop.time(), fresh)
+        assert fresh.results == {} and h.sent[-1][2] == [b"x"]  # asked of the model again
+    run(main())
