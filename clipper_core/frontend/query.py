@@ -314,8 +314,10 @@ class QueryFrontend:
         if n == 0:
             responder.send(200, b'{"batch_predictions":[]}')
             return
-        pending = Pending(route, responder, n, self.take_query_ids(n),
-                          self._loop.time(), queue)  # type: ignore[union-attr]
+        qid0 = self._next_query_id
+        self._next_query_id = qid0 + n
+        pending = Pending(route, responder, n, qid0, self._loop.time(),  # type: ignore[union-attr]
+                          queue)
         try:
             self.submit(pending, inputs, uid, version is not None)
         except OverloadedError as exc:
@@ -338,8 +340,7 @@ class QueryFrontend:
         Raises :class:`OverloadedError` when the version's queue has no room for them now,
         :class:`PayloadTooLargeError` when it never could.
         """
-        route = pending.route
-        now = pending.start
+        route, now, n = pending.route, pending.start, len(inputs)
         if route.selector is not None and not pinned:
             route.selector.predict(route.arms, inputs, uid, pending, now)
             if pending.remaining:
@@ -347,7 +348,7 @@ class QueryFrontend:
             return
         queue = pending.queue
         if queue is None:
-            for index in range(len(inputs)):
+            for index in range(n):
                 pending.resolve(index, None, NO_MODELS)
             return
         scheduler = self._scheduler

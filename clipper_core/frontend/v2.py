@@ -211,6 +211,10 @@ class OpenInference:
                 route.target is not None or (route.selector is not None and bool(route.arms)))
         if ready:
             responder.send(200, b'{"ready":true}')
+        elif version is not None:
+            responder.send(400, error_body(
+                f"Version {version} of model {route.linked[0]} is not ready: no replica of it "
+                "is connected"))
         else:
             responder.send(400, error_body(
                 f"Application {route.app.name} is not ready: no linked model version has a "
