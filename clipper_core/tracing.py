@@ -255,7 +255,8 @@ class TracedScheduler(Scheduler):
             queued_by = task.waiters[0][0]  # the others joined it in flight (coalescing)
             if isinstance(queued_by, TracedWaiter):
                 queued_by.left(start)
-            for waiter, _ in task.waiters:
+            for entry in task.waiters:
+                waiter = entry[0]
                 if isinstance(waiter, TracedWaiter):
                     requests.setdefault(id(waiter.request), waiter.request)
         super()._send(slot, tasks, now)
