@@ -259,7 +259,8 @@ def parse_request(body: bytes, header_length: bytes | None) -> tuple[dict[str, A
     """The JSON inference request and the binary data after it (binary tensor extension)."""
     binary = memoryview(b"")
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not header_length.isdigit() or len(header_length) > 19 \
+                or int(header_length) > len(body):
             raise ValidationError(
                 f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} must be "
                 f"the length of the JSON header in bytes, at most the body's {len(body)}")
@@ -318,6 +319,8 @@ def decode_input(infer: dict[str, Any], binary: memoryview, input_type: InputTyp
                     raise ValidationError(f'Element {index} of input "{INPUT}" is not valid '
                                           f"UTF-8 ({exc.reason}); strings must be") from None
         return items
+    if not rows:
+        return []
     typecode, element_types = _NUMERIC[datatype]
     row_bytes = per_row * array(typecode).itemsize
     if raw is not None:
