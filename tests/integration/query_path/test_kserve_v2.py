@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-Cluster = Any  # conftest.Cluster
+from tests.integration.query_path.conftest import Cluster, wait_for
 
 
 def answer(xs: Any) -> list[str]:
@@ -225,3 +225,18 @@ def test_curl_style_json_and_routes(cluster: Cluster) -> None:
     # Clipper's own API is untouched beside it.
     answer = cluster.predict("doubles", {"input": [1.0, 2.0]})
     assert answer == {"query_id": answer["query_id"], "output": 3.0, "default": False}
+
+
+def test_a_version_without_replicas_is_not_ready(cluster: Cluster,
+                                                 client: httpclient.InferenceServerClient) -> None:
+    # Last in the module: it adds version 2 of doubles-model, which the metadata then lists.
+    cluster.add_model("doubles-model", "2", "doubles")
+    wait_for(lambda: client.get_model_metadata("doubles")["versions"] == ["1", "2"],
+             what="version 2 in the metadata")
+    assert not client.is_model_ready("doubles", "2")
+    assert client.is_model_ready("doubles", "1") and client.is_model_ready("doubles")
+    response = cluster.session.get(cluster.url + "/v2/models/doubles/versions/2/ready",
+                                   timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Version 2 of model doubles-model is not ready: no replica of it is connected"}
