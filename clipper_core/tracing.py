@@ -1,11 +1,11 @@
 """OpenTelemetry tracing of the query path, exported over OTLP/HTTP (off by default).
 
 Imported only when :attr:`ClusterConfig.tracing_endpoint` is set: the query frontend then
-builds a :class:`Tracing` at start, which wraps its ``_predict`` and gives it a
-:class:`TracedScheduler` in place of the plain one. With tracing off neither this module nor
-OpenTelemetry is imported and the query path runs unchanged.
+builds a :class:`Tracing` at start, which wraps its ``_handle`` and ``_predict`` and gives it
+a :class:`TracedScheduler` in place of the plain one. With tracing off neither this module nor
+OpenTelemetry's tracing SDK is imported and the query path runs unchanged.
 
-Every ``/predict`` request is one trace::
+Every ``/predict`` request is one trace (a part of the caller's with a ``traceparent``)::
 
     clipper.receive                 the request, from its handler to the response written
       clipper.decode                body parsed, inputs decoded, version queue chosen
@@ -48,6 +48,7 @@ try:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise PluginError(
         "tracing_endpoint is set but OpenTelemetry is not installed: "
@@ -78,18 +79,38 @@ class Tracing:
         #: The request whose ``_predict`` runs now (the query path is synchronous until the
         #: queries are queued), else None.
         self.current: RequestTrace | None = None
+        #: The headers of the request being handled (its W3C ``traceparent``, if any).
+        self.headers: dict[bytes, bytes] = {}
+        self.propagator = TraceContextTextMapPropagator()
 
     def scheduler(self, *args: Any, **kwargs: Any) -> TracedScheduler:
         return TracedScheduler(self, *args, **kwargs)
 
+    def trace_handle(self, handle: Callable[..., None]) -> Callable[..., None]:
+        """``handle(request, responder, ...)`` that keeps the request's headers for
+        :meth:`trace_predict`."""
+
+        def traced(request: Any, responder: Any, *args: Any) -> None:
+            self.headers = request.headers
+            handle(request, responder, *args)
+
+        return traced
+
     def trace_predict(self, predict: Callable[[Any, bytes, Any], None]
                       ) -> Callable[[Any, bytes, Any], None]:
-        """``predict(route, body, responder)``, each call a ``clipper.receive`` span."""
+        """``predict(route, body, responder)``, each call a ``clipper.receive`` span (the child
+        of the caller's span when the request has a valid ``traceparent`` header)."""
         tracer = self.tracer
 
         def traced(route: Any, body: bytes, responder: Any) -> None:
             start = time_ns()
-            span = tracer.start_span("clipper.receive", kind=SpanKind.SERVER, start_time=start,
+            headers = self.headers
+            parent = headers.get(b"traceparent")
+            context = None if parent is None else self.propagator.extract({
+                "traceparent": parent.decode("latin-1"),
+                "tracestate": headers.get(b"tracestate", b"").decode("latin-1")})
+            span = tracer.start_span("clipper.receive", context, SpanKind.SERVER,
+                                     start_time=start,
                                      attributes={"clipper.app": route.app.name,
                                                  "http.request.body.size": len(body)})
             if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): no spans at all

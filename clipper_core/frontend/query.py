@@ -188,6 +188,7 @@ class QueryFrontend:
                                     config.frontend_id)
             scheduler_class = self._tracing.scheduler
             self._predict = self._tracing.trace_predict(self._predict)  # type: ignore[method-assign]
+            self._handle = self._tracing.trace_handle(self._handle)  # type: ignore[method-assign]
         scheduler = self._scheduler = scheduler_class(
             loop, router.send_predict, cache, codec.render_output, self.metrics,
             max_queue_depth=config.max_queue_depth, max_queue_bytes=config.max_queue_bytes,

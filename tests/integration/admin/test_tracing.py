@@ -222,3 +222,20 @@ def test_with_tracing_off_the_server_never_imports_the_tracing_code(untraced, he
     # (redis-py imports OpenTelemetry's metrics API when it is installed; not its tracing)
     for module in ("clipper_core.tracing", "opentelemetry.sdk.trace", "opentelemetry.exporter"):
         assert module not in log
+
+
+def test_a_request_with_a_traceparent_continues_the_callers_trace(traced, receiver, helpers):
+    url = f"http://{traced.get_query_addr()}/warm-up/predict"
+    trace_id, caller = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    headers = {"traceparent": f"00-{trace_id}-{caller}-01"}
+    assert requests.post(url, json={"input": [7.0]}, headers=headers, timeout=30).ok
+    spans = helpers.wait_until(lambda: receiver.traces("warm-up").get(trace_id), 30,
+                               "the spans of the request with a traceparent")
+    [root] = by_name(spans, "clipper.receive")
+    assert root["parent"] == caller
+    # a malformed header is ignored: the request is answered and starts its own trace
+    before = set(receiver.traces("warm-up"))
+    bad = {"traceparent": "00-not-a-trace-01"}
+    assert requests.post(url, json={"input": [8.0]}, headers=bad, timeout=30).ok
+    helpers.wait_until(lambda: set(receiver.traces("warm-up")) - before, 30,
+                       "the trace of the request with a malformed traceparent")
