@@ -152,8 +152,8 @@ def measure_many(cluster: Cluster, runner: Runner, nginx_port: int) -> list[dict
         feed.append((time.perf_counter() - started) * 1e3)
     figures += _latency("registration-to-routed", feed,
                         "register_application + link_model_to_app + the first query the model "
-                        "answers (a query the frontend cannot route yet waits for its next "
-                        f"read of the store), with {APPS}+ applications")
+                        "answers (a query for an application the frontend does not know yet "
+                        f"looks it up in the store first), with {APPS}+ applications")
     for f in figures:
         log.info("many: %s = %.3f %s", f["scenario"], f["value"], f["unit"])
     return figures
