@@ -1,8 +1,9 @@
 """The frontend side of the model-container RPC: one pyzmq ROUTER on the asyncio loop.
 
 The socket's file descriptor is registered with ``loop.add_reader``. ZeroMQ signals that FD
-edge-triggered, so every wake-up drains the socket with ``NOBLOCK`` until ``EAGAIN``, and
-``EVENTS`` is checked again after each send (a send can consume the edge of pending input).
+edge-triggered, so every wake-up drains the socket until ``EVENTS`` says nothing waits, and
+``EVENTS`` is checked again after the sends of each event-loop iteration (a send can consume
+the edge of pending input; an ensemble's requests to several replicas are checked once).
 
 Each peer identity is a :class:`Session`. Heartbeats from an unknown identity are answered
 with ``RequestContainerMetadata``, from a registered one with ``KeepAlive``. A registration
@@ -25,7 +26,7 @@ import zmq
 
 from clipper_core.exceptions import ClipperError
 from clipper_core.rpc import protocol as p
-from clipper_core.rpc.transport import send_frames
+from clipper_core.rpc.transport import recv_frames, send_frames
 from clipper_core.store.api import StateStore
 from clipper_core.types import InputType, Replica
 
@@ -141,10 +142,10 @@ class RpcRouter:
             send_frames(sock, frames)
         except zmq.ZMQError as exc:
             log.warning("could not send to replica %r: %s", frames[0], exc)
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._schedule_drain()
+        self._schedule_drain()
 
     def _schedule_drain(self) -> None:
+        """Drain (or just check ``EVENTS``, if nothing waits) before the loop next blocks."""
         if not self._drain_scheduled and self._loop is not None:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
@@ -156,9 +157,8 @@ class RpcRouter:
         if sock is None:
             return
         for _ in range(_DRAIN_LIMIT):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = recv_frames(sock)
+            if frames is None:
                 return
             try:
                 self._handle(frames)
