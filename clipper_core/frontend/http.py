@@ -93,8 +93,9 @@ class Responder:
              extra_headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         if self._data is not None:
             return
-        if self._conn.closing:
-            self._keep_alive = False
+        conn = self._conn
+        if conn.closing and conn._pending and conn._pending[-1] is self:
+            self._keep_alive = False  # the last answer before the connection closes
         self._data = render_response(status, body, content_type, extra_headers,
                                      close=not self._keep_alive)
         self._conn._flush()
@@ -166,6 +167,11 @@ class HttpConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.transport = None
         self._waiting.clear()
+
+    def eof_received(self) -> bool:
+        """The client has sent everything (a half-close): answer what it sent, then close."""
+        self.closing = True
+        return bool(self._pending) and not self._failed
 
     def pause_writing(self) -> None:
         """The socket's write buffer is full: stop reading and calling handlers until drained."""

@@ -286,3 +286,20 @@ def test_tls(tmp_path):
     secure, plain = run(scenario())
     assert secure.startswith(b"HTTP/1.1 200 ")
     assert not plain.startswith(b"HTTP/1.1 200 ")
+
+
+def test_half_closed_client_gets_its_late_answers_then_eof():
+    async def exchange():
+        server = HttpServer(handler)
+        await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /later HTTP/1.1\r\n\r\nGET /now HTTP/1.1\r\n\r\n")
+            writer.write_eof()
+            return await asyncio.wait_for(reader.read(), timeout=5)
+        finally:
+            await server.stop()
+
+    data = run(exchange())
+    assert data.count(b"HTTP/1.1 200 OK") == 2
+    assert data.index(b'{"later":true}') < data.index(b'"path":"/now"')
