@@ -27,6 +27,7 @@ from bench.report import (
     plot,
     render_docs,
     render_peers_docs,
+    replace_section,
     targets,
     targets_table,
     write_json,
@@ -43,6 +44,9 @@ from bench.runner import (
 )
 from bench.selection import APP as ENSEMBLE_APP
 from bench.selection import deploy_ensemble, measure_selection
+from bench.soak import DOCS_END as SOAK_END
+from bench.soak import DOCS_START as SOAK_START
+from bench.soak import measure_soak, plot_soak, soak_markdown
 from bench.tracing import measure_traced
 from bench.workloads import BODY_TEMPLATE, deployments, scenarios
 
@@ -224,6 +228,25 @@ def run_peers(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]
     return recs + peer_recs, meta
 
 
+def soak(args: argparse.Namespace) -> int:
+    """``--soak``: run it, write ``soak.json``/``soak.png`` and the docs' soak section."""
+    with tempfile.TemporaryDirectory(prefix="clipper-bench-soak-") as tmp:
+        result = measure_soak(args.soak_seconds, Path(tmp) / "cluster")
+    meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": _tool_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+            "command": f"python -m bench --soak --soak-seconds {args.soak_seconds:g}"}
+    write_json(args.out / "soak.json", {**meta, **result})
+    plot_soak(args.out / "soak.png", result,
+              f"Server RSS during the soak, {meta['date']} (commit {meta['commit']})")
+    if str(args.docs) and args.docs.is_file():
+        replace_section(args.docs, SOAK_START, SOAK_END, soak_markdown(result, meta))
+    print(f"soak: {result['answered']:,} answers, error rate {result['error_rate']:.4%}, "
+          f"RSS {result['rss_second_quarter_mb']:.1f} -> {result['rss_last_quarter_mb']:.1f} MB "
+          f"({'levels off' if result['levels_off'] else 'grows'}); wrote "
+          f"{args.out / 'soak.json'} and soak.png")
+    return 0 if result["levels_off"] and result["errors"] == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (under 3 minutes)")
@@ -244,7 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", action="store_true",
                         help="measure feature_sum on Ray Serve, BentoML, LitServe and Triton "
                              "beside Clipper's sum instead (writes peers.json)")
+    parser.add_argument("--soak", action="store_true",
+                        help="run the soak instead: valid, invalid and slow clients for "
+                             "--soak-seconds; server memory over time and the error rate "
+                             "(writes soak.json and soak.png)")
+    parser.add_argument("--soak-seconds", type=float, default=600.0, metavar="S",
+                        help="how long the soak runs (default 600)")
     args = parser.parse_args(argv)
+    if args.soak:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        return soak(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base = QUICK if args.quick else FULL
     settings = attrs.evolve(base, sut_cpu=args.sut_cpu, load_cpu=args.load_cpu,

@@ -137,7 +137,7 @@ def render_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, Any]) 
             + (f"{floor_table(meta['floor'])}\n\n" if "p50_ms" in meta.get("floor", {}) else "")
             + (f"{tracing_table(records, meta['tracing'])}\n\n" if meta.get("tracing") else "") +
             "![latency against offered load](../bench/results/latest.png)\n")
-    _replace_section(doc, DOCS_START, DOCS_END, body)
+    replace_section(doc, DOCS_START, DOCS_END, body)
 
 
 def tracing_table(records: list[dict[str, Any]], tracing: dict[str, Any]) -> str:
@@ -171,7 +171,7 @@ def floor_table(floor: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _replace_section(doc: Path, start: str, end: str, body: str) -> None:
+def replace_section(doc: Path, start: str, end: str, body: str) -> None:
     text = doc.read_text()
     if start not in text or end not in text:
         raise BenchError(f"{doc} has no {start} ... {end} section to fill")
@@ -216,7 +216,7 @@ def render_peers_docs(doc: Path, records: list[dict[str, Any]], meta: dict[str, 
             f"\n\n{peers_table(records, versions)}\n\n"
             f"All load runs (`bench/results/peers.json`):\n\n{figures_table(records)}\n\n"
             "![latency against offered load](../bench/results/peers.png)\n")
-    _replace_section(doc, PEERS_START, PEERS_END, body)
+    replace_section(doc, PEERS_START, PEERS_END, body)
 
 
 def plot(path: Path, records: list[dict[str, Any]], title: str) -> None:

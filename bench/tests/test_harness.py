@@ -195,3 +195,14 @@ def test_the_tracing_table_compares_each_traced_scenario_with_sum():
             {"scenario": "sum-traced/c1", "p50_ms": 0.7, "ratio_p50": 1.75}]
     table = tracing_table(recs, {"sum-traced": {"sampled": 1.0, "spans": 57853}})
     assert "| sum-traced | 100% | 2,000 | 0.20 | 0.700 | 1.75 | 57,853 |" in table
+
+
+def test_soak_errors_count_only_broken_contracts():
+    from collections import Counter
+
+    from bench.soak import errors
+
+    counts = Counter({"valid 200": 10, "valid default": 3, "valid 503": 2, "valid dropped": 1,
+                      "invalid 400": 7, "invalid 500": 1, "invalid dropped": 2,
+                      "slowloris 408": 4, "unread 200": 64, "unread 500": 1})
+    assert errors(counts) == 1 + 1 + 2 + 1
