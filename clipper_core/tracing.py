@@ -111,8 +111,7 @@ class Tracing:
                 "tracestate": headers.get(b"tracestate", b"").decode("latin-1")})
             span = tracer.start_span("clipper.receive", context, SpanKind.SERVER,
                                      start_time=start,
-                                     attributes={"clipper.app": route.app.name,
-                                                 "http.request.body.size": len(body)})
+                                     attributes={"clipper.app": route.app.name})
             if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): no spans at all
                 predict(route, body, responder)
                 return
@@ -232,8 +231,7 @@ class TracedWaiter:
         self.sent += 1
         if self.sent == self.queued:
             self.request.child("clipper.queue_wait", self.start, now, {
-                "clipper.model": self.queue.model, "clipper.version": self.queue.version,
-                "clipper.queries": self.queued})
+                "clipper.model": self.queue.model, "clipper.version": self.queue.version})
 
 
 class TracedScheduler(Scheduler):
@@ -290,13 +288,10 @@ class TracedScheduler(Scheduler):
             "clipper.batch", first.context, start_time=start,
             links=[Link(r.span.get_span_context()) for r in others],
             attributes={"clipper.model": queue.model, "clipper.version": queue.version,
-                        "clipper.batch_size": len(tasks), "clipper.requests": len(requests)})
+                        "clipper.batch_size": len(tasks)})
         replica = tracer.start_span(
             "clipper.replica", trace.set_span_in_context(batch), kind=SpanKind.CLIENT,
-            start_time=start, attributes={"clipper.model": queue.model,
-                                          "clipper.version": queue.version,
-                                          "clipper.replica": slot.replica.replica_id,
-                                          "clipper.batch_size": len(tasks)})
+            start_time=start, attributes={"clipper.replica": slot.replica.replica_id})
         self.batch_spans[slot.inflight.msg_id] = (batch, replica)  # type: ignore[union-attr]
 
     def on_response(self, slot: ReplicaSlot, msg_id: int, outputs: Sequence[bytes]) -> None:
