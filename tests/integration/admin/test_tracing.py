@@ -28,6 +28,10 @@ def triple_sum(xs):
     return [str(3 * sum(x)) for x in xs]
 
 
+def broken(xs):
+    raise RuntimeError("this model always fails")
+
+
 class OtlpReceiver:
     """An OTLP/HTTP traces endpoint on a free port, keeping every span it receives."""
 
@@ -73,6 +77,7 @@ class OtlpReceiver:
                             "id": span.span_id.hex(), "parent": span.parent_span_id.hex(),
                             "links": [link.span_id.hex() for link in span.links],
                             "start": span.start_time_unix_nano, "end": span.end_time_unix_nano,
+                            "status": span.status.code, "message": span.status.message,
                             "attributes": attributes, "resource": resource})
 
     def traces(self, app: str) -> dict[str, list[dict[str, Any]]]:
@@ -195,6 +200,23 @@ def test_a_bad_request_is_traced_with_its_status(traced, receiver, helpers):
         30, "the trace of the bad request")
     [trace] = spans
     assert {s["name"] for s in trace} == {"clipper.receive", "clipper.decode", "clipper.encode"}
+
+
+def test_a_failed_batch_has_an_error_status(traced, receiver, helpers):
+    python_deployer.deploy_python_closure(traced, "broken-model", 1, "doubles", broken)
+    traced.register_application("broken-app", "doubles", "-1", 2_000_000)
+    traced.link_model_to_app("broken-app", "broken-model")
+    url = f"http://{traced.get_query_addr()}/broken-app/predict"
+
+    def failed_batch():
+        answer = requests.post(url, json={"input": [1.0]}, timeout=30).json()
+        assert answer["default"]
+        return [b for spans in receiver.traces("broken-app").values()
+                for b in by_name(spans, "clipper.batch")]
+
+    [batch, *_] = helpers.wait_until(failed_batch, 60, "a failed batch of broken-model")
+    assert batch["status"] == 2  # STATUS_CODE_ERROR
+    assert "this model always fails" in batch["message"]
 
 
 def test_the_sampler_chooses_which_requests_are_traced(start_cluster, receiver, helpers):
