@@ -95,6 +95,12 @@ class ClusterConfig:
     max_queue_bytes: int = 64 * 1024 * 1024
     #: How long an idle replica waits for more queries to fill a batch (0: never waits).
     batch_wait_micros: int = 0
+    #: Seconds a replica may take to answer a batch (and at least until the SLO of every query
+    #: in it ran out) before it counts as hung: it is dropped and told to exit.
+    batch_timeout_s: float = 30.0
+    #: Times a query is sent again after the replica that had it died or hung; then it gets
+    #: the default output (an input that makes replicas exit takes down at most this + 1).
+    max_retries: int = 1
     #: Seconds a replica may stay silent before it is dropped.
     replica_timeout_s: float = 3.0
     #: Seconds of silence before a replica speaking the original RPC v3 is dropped

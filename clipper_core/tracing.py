@@ -307,12 +307,12 @@ class TracedScheduler(Scheduler):
         self._end_failed(self.batch_spans.pop(msg_id, None), f"Model error: {message}")
         super().on_error(slot, msg_id, message)
 
-    def remove_replica(self, slot: ReplicaSlot) -> None:
+    def remove_replica(self, slot: ReplicaSlot, why: str = "was lost") -> None:
         batch: Batch | None = slot.inflight
         if batch is not None:
             self._end_failed(self.batch_spans.pop(batch.msg_id, None),
-                             "The replica disconnected; the batch goes back to its queue")
-        super().remove_replica(slot)
+                             f"The replica {why}; the batch goes back to its queue")
+        super().remove_replica(slot, why)
 
     @staticmethod
     def _end_failed(spans: tuple[Any, Any] | None, message: str) -> None:

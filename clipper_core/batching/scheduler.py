@@ -23,6 +23,12 @@
   :meth:`remove_replica`, :meth:`on_response`, :meth:`on_error`).
 * A replica that disappears hands its in-flight batch back to its queue (another replica of the
   version takes it); with no replica left, the queued queries get the default output at once.
+  A query is re-sent at most ``max_retries`` times, and always alone: an input that makes
+  replicas exit takes at most ``max_retries + 1`` of them down, and no other query with it.
+* A batch unanswered ``batch_timeout_s`` after it was sent, and after the deadlines of all its
+  queries, means the replica hangs (its heartbeats may still flow): the scheduler has it
+  retired (:class:`~clipper_core.rpc.router.RpcRouter` drops it and tells it to exit, so its
+  backend starts a new one).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
@@ -37,6 +44,8 @@ from clipper_core.batching.adaptive import BatchSizer
 from clipper_core.cache.api import PredictionCache
 from clipper_core.metrics import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS_MICROS, MetricsRegistry
 from clipper_core.types import ADAPTIVE_BATCH_SIZE, InputType, Replica
+
+log = logging.getLogger(__name__)
 
 #: The response header that names the model versions that produced an answer.
 VERSIONS_HEADER = b"Clipper-Model-Versions"
@@ -55,7 +64,7 @@ class Waiter(Protocol):
 class Task:
     """One distinct input for one model version, and everyone waiting for its answer."""
 
-    __slots__ = ("data", "deadline", "enqueued", "key", "waiters")
+    __slots__ = ("attempts", "data", "deadline", "enqueued", "key", "waiters")
 
     def __init__(self, key: Hashable, data: bytes, deadline: float, enqueued: float,
                  waiter: Waiter, index: int) -> None:
@@ -65,6 +74,8 @@ class Task:
         self.enqueued = enqueued
         #: ``(waiter, index, deadline)``: identical queries join with their own deadline.
         self.waiters: list[tuple[Waiter, int, float]] = [(waiter, index, deadline)]
+        #: How many replicas were lost with this query in their batch.
+        self.attempts = 0
 
     def resolve(self, fragment: bytes | None, explanation: str | None) -> None:
         for waiter, index, _ in self.waiters:
@@ -121,6 +132,7 @@ class VersionQueue:
         "model",
         "num_predictions",
         "replicas",
+        "retrying",
         "throughput",
         "version",
         "versions_header",
@@ -142,6 +154,8 @@ class VersionQueue:
         self.heap: list[tuple[float, int, Task]] = []
         #: Input bytes of the queries in ``heap``.
         self.bytes = 0
+        #: How many queries in ``heap`` are retries (sent alone).
+        self.retrying = 0
         self.replicas: list[ReplicaSlot] = []
         self.idle: list[ReplicaSlot] = []
         self.wait_handle: asyncio.TimerHandle | None = None
@@ -175,7 +189,8 @@ class Scheduler:
     def __init__(self, loop: asyncio.AbstractEventLoop, send: SendBatch,
                  cache: PredictionCache, render: Callable[[bytes], bytes],
                  metrics: MetricsRegistry, *, max_queue_depth: int, max_queue_bytes: int,
-                 batch_wait_micros: int = 0,
+                 batch_wait_micros: int = 0, batch_timeout_s: float = 30.0,
+                 max_retries: int = 1, retire: Callable[[Any, str], None] | None = None,
                  on_routing_change: Callable[[], None] = lambda: None) -> None:
         self.loop = loop
         self.send = send
@@ -185,6 +200,10 @@ class Scheduler:
         self.max_queue_depth = max_queue_depth
         self.max_queue_bytes = max_queue_bytes
         self.batch_wait_s = batch_wait_micros / 1e6
+        self.batch_timeout_s = batch_timeout_s
+        self.max_retries = max_retries
+        #: ``retire(session, why)`` drops a hung replica (None: just forget it here).
+        self.retire = retire
         self.on_routing_change = on_routing_change
         self.queues: dict[tuple[str, str], VersionQueue] = {}
         self.batch_sizes: dict[tuple[str, str], int] = {}
@@ -206,11 +225,24 @@ class Scheduler:
         self._sweeper.cancel()
 
     def _sweep(self) -> None:
-        """Free the expired queries of every queue (replicas may not pull for a long time)."""
+        """Free the expired queries of every queue (replicas may not pull for a long time),
+        and retire the replicas whose batch is overdue."""
         now = self.loop.time()
         for queue in self.queues.values():
             if queue.heap and queue.heap[0][0] <= now:
                 self._drop_expired(queue, now)
+        timeout = self.batch_timeout_s
+        hung = [batch for batch in self.inflight.values() if now - batch.sent > timeout
+                and all(task.deadline < now for task in batch.tasks)]
+        for batch in hung:
+            if self.inflight.get(batch.msg_id) is batch:
+                why = f"hung: no answer to a batch for {now - batch.sent:.1f} s"
+                slot = batch.replica
+                log.warning("replica %s %s; retiring it", slot.replica, why)
+                if self.retire is None:
+                    self.remove_replica(slot, why)
+                else:
+                    self.retire(slot.session, why)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     # -- queries ----------------------------------------------------------------------------
@@ -242,6 +274,8 @@ class Scheduler:
                 heapq.heappush(heap, (expired.deadline, next(self._seq), expired))
                 continue
             queue.bytes -= len(expired.data)
+            if expired.attempts:
+                queue.retrying -= 1
             if pending.get(expired.key) is expired:
                 del pending[expired.key]
 
@@ -309,9 +343,26 @@ class Scheduler:
                         self.batch_wait_s, self._end_wait, queue)
                 return
             idle.pop()
-            tasks = [heapq.heappop(heap)[2] for _ in range(size)]
+            if queue.retrying:
+                tasks = self._take_isolating(queue, size)
+            else:
+                tasks = [heapq.heappop(heap)[2] for _ in range(size)]
             queue.bytes -= sum([len(task.data) for task in tasks])
             self._send(slot, tasks, now)
+
+    @staticmethod
+    def _take_isolating(queue: VersionQueue, size: int) -> list[Task]:
+        """Up to ``size`` queries for a batch, a retried one alone: if it is what made a
+        replica exit or hang, it takes no other query with it."""
+        heap = queue.heap
+        first = heapq.heappop(heap)[2]
+        if first.attempts:
+            queue.retrying -= 1
+            return [first]
+        tasks = [first]
+        while len(tasks) < size and heap and not heap[0][2].attempts:
+            tasks.append(heapq.heappop(heap)[2])
+        return tasks
 
     def _end_wait(self, queue: VersionQueue) -> None:
         queue.wait_handle = None
@@ -425,8 +476,9 @@ class Scheduler:
         self.on_routing_change()
         return slot
 
-    def remove_replica(self, slot: ReplicaSlot) -> None:
-        """Forget a replica; its in-flight batch goes back to the queue (or gets defaults)."""
+    def remove_replica(self, slot: ReplicaSlot, why: str = "was lost") -> None:
+        """Forget a replica (``why``: what happened to it); its in-flight batch goes back to
+        the queue (or gets defaults)."""
         queue = slot.queue
         if slot not in queue.replicas:
             return
@@ -437,14 +489,25 @@ class Scheduler:
         slot.inflight = None
         if batch is not None:
             self.inflight.pop(batch.msg_id, None)
-            for task in batch.tasks:
-                heapq.heappush(queue.heap, (task.deadline, next(self._seq), task))
-                queue.bytes += len(task.data)
+            self._retry(queue, batch.tasks, why)
         if queue.replicas:
             self._dispatch(queue)
         else:
             heap, queue.heap = queue.heap, []
-            queue.bytes = 0
+            queue.bytes = queue.retrying = 0
             for _, _, task in heap:
                 self._fail(task, NO_MODELS)
         self.on_routing_change()
+
+    def _retry(self, queue: VersionQueue, tasks: list[Task], why: str) -> None:
+        """Queue again the queries of a lost replica's batch, unless they were lost too often."""
+        for task in tasks:
+            task.attempts += 1
+            if task.attempts > self.max_retries:
+                self._fail(task, f"Model error: {task.attempts} replicas were lost while "
+                                 f"answering this query (the last one {why}); it is not "
+                                 "sent again")
+                continue
+            heapq.heappush(queue.heap, (task.deadline, next(self._seq), task))
+            queue.bytes += len(task.data)
+            queue.retrying += 1

@@ -192,7 +192,8 @@ class QueryFrontend:
         scheduler = self._scheduler = scheduler_class(
             loop, router.send_predict, cache, codec.render_output, self.metrics,
             max_queue_depth=config.max_queue_depth, max_queue_bytes=config.max_queue_bytes,
-            batch_wait_micros=config.batch_wait_micros)
+            batch_wait_micros=config.batch_wait_micros, batch_timeout_s=config.batch_timeout_s,
+            max_retries=config.max_retries, retire=router.retire)
         routing = self._routing = RoutingTable(
             self.store, self._executor, scheduler, plugins.selection_policies(self.pm),
             self.metrics, loop)

@@ -15,6 +15,7 @@ Container -> frontend (each message starts with an empty frame)::
 Frontend -> container::
 
     heartbeat        ["", u32 ver, u32 2, u32 heartbeat_type]    1 = send your metadata
+    goodbye (v4)     ["", u32 4, u32 4]       you are dropped (hung): exit, or reconnect anew
     predict (v3)     ["", u32 ver, u32 1, u32 msg_id, u32 0, u64 hdr_len,
                       u64[input_type, n, size_0..], in_0, .., in_n-1]
     predict (v4)     same, but all inputs concatenated in ONE frame after the header
@@ -129,6 +130,10 @@ def parse_predict_request(rest: Sequence[bytes], rpc_version: int) -> tuple[byte
 
 def heartbeat_reply(rpc_version: int, heartbeat_type: int) -> list[bytes]:
     return [EMPTY, u32(rpc_version), u32(MSG_HEARTBEAT), u32(heartbeat_type)]
+
+
+def goodbye_request(rpc_version: int) -> list[bytes]:
+    return [EMPTY, u32(rpc_version), u32(MSG_GOODBYE)]
 
 
 def predict_request(rpc_version: int, msg_id: int, input_type: int, inputs: Sequence[bytes]) -> list[bytes]:

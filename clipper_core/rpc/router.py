@@ -10,7 +10,9 @@ with ``RequestContainerMetadata``, from a registered one with ``KeepAlive``. A r
 (spec §4.2) in version 3 (the original containers) or 4 (our runtime) creates the replica:
 its id comes from the store, it is recorded there and handed to the listener. Every session is
 spoken to in its own version. A replica silent for longer than its timeout, or one that says
-goodbye (v4), is dropped.
+goodbye (v4), is dropped. A replica the scheduler finds hung is *retired*
+(:meth:`RpcRouter.retire`): dropped, told goodbye (v4: our runtime then exits and its backend
+starts a new one) and ignored from then on, heartbeats included.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 #: Messages handled per wake-up before yielding to the rest of the loop.
 _DRAIN_LIMIT = 512
 _CHECK_INTERVAL_S = 0.25
+#: Retired identities remembered (and ignored); the oldest are forgotten beyond this.
+_MAX_RETIRED = 1024
 
 
 class Listener(Protocol):
@@ -43,7 +48,7 @@ class Listener(Protocol):
     def add_replica(self, session: Session, replica: Replica) -> Any:
         """A replica registered; returns the listener's per-replica state (``session.slot``)."""
 
-    def remove_replica(self, slot: Any) -> None: ...
+    def remove_replica(self, slot: Any, why: str) -> None: ...
     def on_response(self, slot: Any, msg_id: int, outputs: Sequence[bytes]) -> None: ...
     def on_error(self, slot: Any, msg_id: int, message: str) -> None: ...
 
@@ -79,6 +84,7 @@ class RpcRouter:
         self.legacy_replica_timeout_s = legacy_replica_timeout_s
         self.sessions: dict[bytes, Session] = {}
         self._registering: set[bytes] = set()
+        self._retired: OrderedDict[bytes, None] = OrderedDict()
         self._msg_id = 0
         self._ctx: zmq.Context[Any] | None = None
         self._sock: zmq.Socket[Any] | None = None
@@ -172,6 +178,8 @@ class RpcRouter:
         session = self.sessions.get(identity)
         if session is not None:
             session.last_seen = time.monotonic()
+        elif identity in self._retired:
+            return
         if msg_type == p.MSG_CONTAINER_CONTENT:
             if session is not None and session.slot is not None:
                 msg_id, outputs = p.parse_response(rest, session.rpc_version)
@@ -229,13 +237,24 @@ class RpcRouter:
         finally:
             self._registering.discard(session.identity)
 
+    def retire(self, session: Session, why: str) -> None:
+        """Drop a replica that hangs though it may heartbeat, tell it so, ignore it from now."""
+        if session.identity not in self.sessions:
+            return
+        if session.rpc_version >= p.RPC_VERSION:
+            self._send([session.identity, *p.goodbye_request(session.rpc_version)])
+        self._retired[session.identity] = None
+        if len(self._retired) > _MAX_RETIRED:
+            self._retired.popitem(last=False)
+        self._drop(session, why)
+
     def _drop(self, session: Session, why: str) -> None:
         if self.sessions.pop(session.identity, None) is None:
             return
         replica = session.replica
         log.info("replica %s dropped: %s", replica, why)
         if session.slot is not None:
-            self.listener.remove_replica(session.slot)
+            self.listener.remove_replica(session.slot, why)
         if replica is not None and self._loop is not None:
             self._loop.run_in_executor(self.executor, self._forget, replica)
 

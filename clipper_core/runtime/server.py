@@ -10,6 +10,12 @@ the lock is that barrier.
 
 SIGTERM and SIGINT wake the poll through the signal wakeup fd, or, while the model runs,
 interrupt it the way KeyboardInterrupt would; either way the replica sends a goodbye and exits.
+
+While the model runs, the heartbeat thread also reads what the frontend sends, keeping it for
+the main thread, except a goodbye: the frontend found the model hung (no answer in time) and
+dropped this replica, so the process exits at once with :data:`RETIRED_EXIT_CODE` and its
+backend (supervisor, Docker) starts a fresh one. A goodbye read between batches makes the
+replica reconnect with a new socket instead.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from types import FrameType
 
 import zmq
@@ -36,6 +43,8 @@ log = logging.getLogger("clipper_core.runtime")
 GOODBYE_LINGER_MS = 500
 #: Registration requests answered before warning that the frontend does not accept us.
 PATIENT_REGISTRATIONS = 10
+#: Exit status of a replica the frontend dropped as hung (EX_TEMPFAIL: start it again).
+RETIRED_EXIT_CODE = 75
 
 
 class _Shutdown(BaseException):
@@ -69,6 +78,10 @@ class ModelRuntime:
         os.set_blocking(self._wake_w, False)
         self._metadata_requests = 0
         self._version_warned = False
+        #: Messages the heartbeat thread read while the model ran, for the main thread.
+        self._unread: deque[list[zmq.Frame]] = deque()
+        #: Set when the frontend said goodbye: reconnect with a new socket.
+        self._dropped = False
 
     # ---------------------------------------------------------------------------------------
     # Life cycle
@@ -132,8 +145,22 @@ class ModelRuntime:
                 try:
                     if self._in_predict and self._sock is not None:
                         _send(self._sock, rpc.HEARTBEAT_MESSAGE)
+                        self._read_while_predicting(self._sock)
                 finally:
                     self._sock_lock.release()
+
+    def _read_while_predicting(self, sock: zmq.Socket) -> None:
+        """Keep what arrived for the main thread; exit if the frontend gave up on the model."""
+        while sock.get(zmq.EVENTS) & zmq.POLLIN:
+            frames = sock.recv_multipart(copy=False)
+            if _is_goodbye(frames):
+                log.error("The query frontend dropped this replica: the model did not answer "
+                          "a batch in time (hung). Exiting with code %d so that a new replica "
+                          "is started", RETIRED_EXIT_CODE)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(RETIRED_EXIT_CODE)
+            self._unread.append(frames)
 
     # ---------------------------------------------------------------------------------------
     # The loop (main thread, holding the socket)
@@ -162,14 +189,22 @@ class ModelRuntime:
                     while not self._stopping and sock.get(zmq.EVENTS) & zmq.POLLIN:
                         last_recv = time.monotonic()  # a batch may have run since the poll
                         self._on_message(sock, sock.recv_multipart(copy=False))
+                        while self._unread and not self._stopping:
+                            self._on_message(sock, self._unread.popleft())
                 else:
                     _drain(self._wake_r)
             if not connected or self._stopping:
                 continue
             now = time.monotonic()
-            if now - last_recv >= timeout:
-                log.warning("No message from the query frontend for %.1f s; reconnecting to %s "
-                            "with a new socket", now - last_recv, cfg.address)
+            if now - last_recv >= timeout or self._dropped:
+                if self._dropped:
+                    log.warning("The query frontend dropped this replica; reconnecting to %s "
+                                "with a new socket", cfg.address)
+                else:
+                    log.warning("No message from the query frontend for %.1f s; reconnecting "
+                                "to %s with a new socket", now - last_recv, cfg.address)
+                self._dropped = False
+                self._unread.clear()
                 poller.unregister(sock)
                 sock.close(linger=0)
                 sock = self._open(context, poller)
@@ -207,6 +242,8 @@ class ModelRuntime:
         elif kind == rpc.MSG_HEARTBEAT:
             if rest and rpc.read_u32(rest[0]) == rpc.HEARTBEAT_REQUEST_METADATA:
                 self._register(sock)
+        elif kind == rpc.MSG_GOODBYE:
+            self._dropped = True
         elif kind == rpc.MSG_NEW_CONTAINER:
             log.error("Received erroneous new container message from the query frontend")
         else:
@@ -278,6 +315,10 @@ def _send(sock: zmq.Socket, frames: list[bytes]) -> None:
         send_frames(sock, frames)
     except zmq.Again:
         log.warning("Dropped a message: the query frontend is not reading (queue full)")
+
+
+def _is_goodbye(frames: list[zmq.Frame]) -> bool:
+    return len(frames) >= 3 and rpc.read_u32(frames[2].buffer) == rpc.MSG_GOODBYE
 
 
 def _drain(fd: int) -> None:

@@ -81,7 +81,8 @@ class Harness:
                                    MetricsRegistry(), on_routing_change=self.changed,
                                    max_queue_depth=kwargs.get("max_queue_depth", 100),
                                    max_queue_bytes=kwargs.get("max_queue_bytes", 10_000),
-                                   batch_wait_micros=kwargs.get("batch_wait_micros", 0))
+                                   batch_wait_micros=kwargs.get("batch_wait_micros", 0),
+                                   batch_timeout_s=kwargs.get("batch_timeout_s", 30.0))
         self.loop = loop
 
     def send(self, session: object, input_type: int, inputs: Sequence[bytes]) -> int:
@@ -370,4 +371,53 @@ def test_forgetting_a_models_answers() -> None:
         fresh = Waiter()
         h.scheduler.submit_request(queue, [b"x"], h.loop.time() + 5, h.loop.time(), fresh)
         assert fresh.results == {} and h.sent[-1][2] == [b"x"]  # asked of the model again
+    run(main())
+
+
+def test_a_query_lost_with_replicas_is_retried_once_and_alone() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop())
+        first, second, third = h.replica("r1"), h.replica("r2"), h.replica("r3")
+        for slot in (first, second, third):
+            slot.sizer.limit = 10
+        waiter = Waiter()
+        queue = h.scheduler.queues[("m", "1")]
+        now = h.loop.time()
+        h.scheduler.submit_request(queue, [b"poison", b"fine"], now + 10, now, waiter)
+        assert [s[2] for s in h.sent] == [[b"poison", b"fine"]]
+        h.scheduler.remove_replica(h.scheduler.inflight[0].replica, "said goodbye")
+        # Each retried query goes alone, to the two other replicas.
+        assert sorted(s[2] for s in h.sent[1:]) == [[b"fine"], [b"poison"]]
+        poisoned = next(m for m, b in h.scheduler.inflight.items() if b.tasks[0].data == b"poison")
+        fine = next(m for m in h.scheduler.inflight if m != poisoned)
+        h.scheduler.on_response(h.scheduler.inflight[fine].replica, fine, [b"ok"])
+        assert waiter.results == {1: (b"<ok>", None)}
+        h.scheduler.remove_replica(h.scheduler.inflight[poisoned].replica, "was silent")
+        assert len(h.sent) == 3  # not sent a third time: the last replica lives
+        fragment, explanation = waiter.results[0]
+        assert fragment is None and explanation.startswith("Model error: 2 replicas were lost")
+        assert "was silent" in explanation
+        assert queue.heap == [] and queue.retrying == 0 and queue.bytes == 0
+    run(main())
+
+
+def test_a_hung_replica_is_retired_after_the_batch_timeout() -> None:
+    async def main() -> None:
+        h = Harness(asyncio.get_running_loop(), batch_timeout_s=0.2)
+        hung = h.replica("r1")
+        waiter = Waiter()
+        h.submit(b"stuck", waiter, slo=0.05)
+        await asyncio.sleep(0)
+        healthy = h.replica("r2")
+        h.submit(b"other", Waiter())
+        await asyncio.sleep(0)
+        h.scheduler.on_response(healthy, 1, [b"ok"])
+        await asyncio.sleep(0.1)
+        assert hung in h.scheduler.queues[("m", "1")].replicas  # not yet overdue
+        await asyncio.sleep(0.2 + 2 * SWEEP_INTERVAL_S)
+        assert h.scheduler.queues[("m", "1")].replicas == [healthy]
+        assert h.scheduler.inflight == {}
+        h.submit(b"later", Waiter())
+        await asyncio.sleep(0)
+        assert h.sent[-1][0] == "r2"
     run(main())
