@@ -112,15 +112,17 @@ class Tracing:
             span = tracer.start_span("clipper.receive", context, SpanKind.SERVER,
                                      start_time=start,
                                      attributes={"clipper.app": route.app.name})
-            if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): no spans at all
-                predict(route, body, responder)
-                return
-            request = self.current = RequestTrace(self, span, start)
+            # Not sampled (OTEL_TRACES_SAMPLER): no more spans for this request.
+            request = RequestTrace(self, span, start) if span.is_recording() else None
+            # outer: None, unless a response sent just now let another request in
+            outer, self.current = self.current, request
             try:
-                predict(route, body, TracedResponder(responder, request))
+                predict(route, body,
+                        responder if request is None else TracedResponder(responder, request))
             finally:
-                self.current = None
-                request.decoded()
+                self.current = outer
+                if request is not None:
+                    request.decoded()
 
         return traced
 
