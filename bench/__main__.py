@@ -241,7 +241,8 @@ def soak(args: argparse.Namespace) -> int:
     if str(args.docs) and args.docs.is_file():
         replace_section(args.docs, SOAK_START, SOAK_END, soak_markdown(result, meta))
     print(f"soak: {result['answered']:,} answers, error rate {result['error_rate']:.4%}, "
-          f"RSS {result['rss_second_quarter_mb']:.1f} -> {result['rss_last_quarter_mb']:.1f} MB "
+          f"RSS over the last quarter {result['rss_last_quarter_start_mb']:.1f} -> "
+          f"{result['rss_last_quarter_max_mb']:.1f} MB "
           f"({'levels off' if result['levels_off'] else 'grows'}); wrote "
           f"{args.out / 'soak.json'} and soak.png")
     return 0 if result["levels_off"] and result["errors"] == 0 else 1

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import statistics
 import threading
 import time
 from collections import Counter
@@ -37,8 +36,8 @@ DOCS_START = "<!-- bench:soak:start -->"
 DOCS_END = "<!-- bench:soak:end -->"
 #: Connections of each kind.
 CLIENTS = {"valid": 8, "invalid": 2, "slowloris": 4, "unread": 2}
-#: Growth of the last quarter's RSS over the second quarter's below which memory is level.
-LEVEL_GROWTH = 0.10
+#: RSS growth over the run's last quarter below which memory is level.
+LEVEL_GROWTH = 0.02
 INVALID = [
     b"GARBAGE\r\n\r\n",
     b"POST /sum/predict HTTP/1.1\r\nContent-Length: 9\r\n\r\n{not json",
@@ -200,16 +199,21 @@ def measure_soak(seconds: float, workdir: Path) -> dict[str, Any]:
         asyncio.run(soak.run())
         sampler.join()
         samples.append(_point(pid, soak, started))
-    quarter = max(1, len(samples) // 4)
-    second = statistics.median(s["rss_mb"] for s in samples[quarter:2 * quarter] or samples)
-    last = statistics.median(s["rss_mb"] for s in samples[-quarter:])
-    total = sum(soak.counts.values())
     return {"seconds": seconds, "clients": CLIENTS, "samples": samples,
-            "counts": dict(sorted(soak.counts.items())), "answered": total,
-            "errors": errors(soak.counts), "error_rate": errors(soak.counts) / max(total, 1),
-            "rss_second_quarter_mb": second, "rss_last_quarter_mb": last,
-            "rss_growth": last / second - 1, "levels_off": last / second - 1 < LEVEL_GROWTH,
+            "counts": dict(sorted(soak.counts.items())), **summary(samples, soak.counts),
             "load_average_at_end": os.getloadavg()}
+
+
+def summary(samples: list[dict[str, Any]], counts: Counter[str]) -> dict[str, Any]:
+    """Error rate and whether the server's RSS levels off (see the module docstring)."""
+    last = samples[-max(2, len(samples) // 4):]
+    start, peak = last[0]["rss_mb"], max(s["rss_mb"] for s in last)
+    total = sum(counts.values())
+    return {"answered": total, "errors": errors(counts),
+            "error_rate": errors(counts) / max(total, 1),
+            "rss_last_quarter_start_mb": start, "rss_last_quarter_max_mb": peak,
+            "rss_peak_mb": max(s["rss_mb"] for s in samples),
+            "rss_growth": peak / start - 1, "levels_off": peak / start - 1 < LEVEL_GROWTH}
 
 
 def plot_soak(path: Path, result: dict[str, Any], title: str) -> None:
@@ -243,8 +247,8 @@ def soak_markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
     return (f"Run of {meta['date']} (commit {meta['commit']}): `{meta['command']}`, "
             f"{result['seconds']:g} s, clients {result['clients']}; load average at end "
             f"{', '.join(f'{x:.2f}' for x in result['load_average_at_end'])}.\n\n"
-            f"Server RSS: median {result['rss_second_quarter_mb']:.1f} MB in the second quarter "
-            f"of the run, {result['rss_last_quarter_mb']:.1f} MB in the last "
+            f"Server RSS: {result['rss_last_quarter_start_mb']:.1f} MB when the last quarter of "
+            f"the run began, at most {result['rss_last_quarter_max_mb']:.1f} MB in it "
             f"({result['rss_growth']:+.1%}): memory {verdict}. Error rate "
             f"{result['error_rate']:.4%} ({result['errors']:,} of {result['answered']:,}).\n\n"
             f"| s | server RSS MB | answers so far |\n|---:|---:|---:|\n{rows}\n\n"

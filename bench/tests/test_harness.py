@@ -206,3 +206,17 @@ def test_soak_errors_count_only_broken_contracts():
                       "invalid 400": 7, "invalid 500": 1, "invalid dropped": 2,
                       "slowloris 408": 4, "unread 200": 64, "unread 500": 1})
     assert errors(counts) == 1 + 1 + 2 + 1
+
+
+def test_soak_memory_levels_off_only_when_the_last_quarter_is_flat():
+    from collections import Counter
+
+    from bench.soak import summary
+
+    def samples(rss):
+        return [{"t_s": i, "rss_mb": r, "answered": i} for i, r in enumerate(rss)]
+
+    filling_then_flat = [50 + min(i, 20) for i in range(40)]
+    assert summary(samples(filling_then_flat), Counter({"valid 200": 1}))["levels_off"]
+    leaking = [50 + i * 0.5 for i in range(40)]
+    assert not summary(samples(leaking), Counter())["levels_off"]
