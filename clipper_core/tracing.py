@@ -1,11 +1,13 @@
 """OpenTelemetry tracing of the query path, exported over OTLP/HTTP (off by default).
 
 Imported only when :attr:`ClusterConfig.tracing_endpoint` is set: the query frontend then
-builds a :class:`Tracing` at start, which wraps its ``_handle`` and ``_predict`` and gives it
-a :class:`TracedScheduler` in place of the plain one. With tracing off neither this module nor
-OpenTelemetry's tracing SDK is imported and the query path runs unchanged.
+builds a :class:`Tracing` at start, which wraps its ``_handle``, its ``_predict`` and the Open
+Inference Protocol's ``_infer``, and gives it a :class:`TracedScheduler` in place of the plain
+one. With tracing off neither this module nor OpenTelemetry's tracing SDK is imported and the
+query path runs unchanged.
 
-Every ``/predict`` request is one trace (a part of the caller's with a ``traceparent``)::
+Every ``/predict`` and ``/v2/.../infer`` request is one trace (a part of the caller's with a
+``traceparent``)::
 
     clipper.receive                 the request, from its handler to the response written
       clipper.decode                body parsed, inputs decoded, version queue chosen
@@ -39,7 +41,7 @@ from clipper_core.batching.scheduler import (
     VersionQueue,
     Waiter,
 )
-from clipper_core.exceptions import PluginError
+from clipper_core.exceptions import ClipperError, PluginError
 
 try:
     from opentelemetry import trace
@@ -86,6 +88,13 @@ class Tracing:
     def scheduler(self, *args: Any, **kwargs: Any) -> TracedScheduler:
         return TracedScheduler(self, *args, **kwargs)
 
+    def instrument(self, frontend: Any) -> None:
+        """Wrap the query frontend's handler and its two inference paths (``/predict`` and
+        the Open Inference Protocol's ``/infer``)."""
+        frontend._handle = self.trace_handle(frontend._handle)
+        frontend._predict = self.trace_predict(frontend._predict)
+        frontend._v2._infer = self.trace_predict(frontend._v2._infer)
+
     def trace_handle(self, handle: Callable[..., None]) -> Callable[..., None]:
         """``handle(request, responder, ...)`` that keeps the request's headers for
         :meth:`trace_predict`."""
@@ -96,13 +105,12 @@ class Tracing:
 
         return traced
 
-    def trace_predict(self, predict: Callable[[Any, bytes, Any], None]
-                      ) -> Callable[[Any, bytes, Any], None]:
-        """``predict(route, body, responder)``, each call a ``clipper.receive`` span (the child
+    def trace_predict(self, predict: Callable[..., None]) -> Callable[..., None]:
+        """``predict(route, ..., responder)``, each call a ``clipper.receive`` span (the child
         of the caller's span when the request has a valid ``traceparent`` header)."""
         tracer = self.tracer
 
-        def traced(route: Any, body: bytes, responder: Any) -> None:
+        def traced(route: Any, *args: Any) -> None:
             start = time_ns()
             headers = self.headers
             parent = headers.get(b"traceparent")
@@ -116,9 +124,14 @@ class Tracing:
             request = RequestTrace(self, span, start) if span.is_recording() else None
             # outer: None, unless a response sent just now let another request in
             outer, self.current = self.current, request
+            *rest, responder = args
             try:
-                predict(route, body,
+                predict(route, *rest,
                         responder if request is None else TracedResponder(responder, request))
+            except ClipperError as exc:  # the caller answers it (the /infer route's errors)
+                if request is not None:
+                    request.finish(exc.status, (), time_ns())
+                raise
             finally:
                 self.current = outer
                 if request is not None:

@@ -187,8 +187,6 @@ class QueryFrontend:
             self._tracing = Tracing(config.tracing_endpoint, config.cluster_name,
                                     config.frontend_id)
             scheduler_class = self._tracing.scheduler
-            self._predict = self._tracing.trace_predict(self._predict)  # type: ignore[method-assign]
-            self._handle = self._tracing.trace_handle(self._handle)  # type: ignore[method-assign]
         scheduler = self._scheduler = scheduler_class(
             loop, router.send_predict, cache, codec.render_output, self.metrics,
             max_queue_depth=config.max_queue_depth, max_queue_bytes=config.max_queue_bytes,
@@ -202,6 +200,8 @@ class QueryFrontend:
         from clipper_core.frontend.v2 import OpenInference
 
         self._v2 = OpenInference(self, routing)
+        if self._tracing is not None:
+            self._tracing.instrument(self)
         try:
             await loop.run_in_executor(self._executor, self.store.clear_replicas,
                                        config.frontend_id)

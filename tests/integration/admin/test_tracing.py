@@ -260,3 +260,31 @@ def test_a_request_with_a_traceparent_continues_the_callers_trace(traced, receiv
     assert requests.post(url, json={"input": [8.0]}, headers=bad, timeout=30).ok
     helpers.wait_until(lambda: set(receiver.traces("warm-up")) - before, 30,
                        "the trace of the request with a malformed traceparent")
+
+
+def test_open_inference_protocol_requests_are_traced_too(traced, receiver, helpers):
+    url = f"http://{traced.get_query_addr()}/v2/models/v2-app/infer"
+    traced.register_application("v2-app", "doubles", "-1", 2_000_000)
+    traced.link_model_to_app("v2-app", "traced-model")
+    body = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [2, 2],
+                        "data": [[10.0, 1.0], [20.0, 2.0]]}]}
+    answer = helpers.wait_until(
+        lambda: (r := requests.post(url, json=body, timeout=30)).ok and r.json(), 30,
+        "an answer from v2-app")
+    assert answer["outputs"][0]["data"] == ["33.0", "66.0"]
+    bad = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 1], "data": ["x"]}]}
+    assert requests.post(url, json=bad, timeout=30).status_code == 400
+
+    def statuses():
+        roots = [by_name(s, "clipper.receive")[0] for s in receiver.traces("v2-app").values()]
+        return {r["attributes"].get("http.response.status_code") for r in roots} >= {200, 400} \
+            and receiver.traces("v2-app")
+
+    traces = helpers.wait_until(statuses, 30, "the traces of a good and a bad /infer request")
+    answered = [s for s in traces.values()
+                if by_name(s, "clipper.receive")[0]["attributes"].get(
+                    "http.response.status_code") == 200 and by_name(s, "clipper.batch")]
+    assert answered
+    names = {s["name"] for s in answered[0]}
+    assert {"clipper.decode", "clipper.cache", "clipper.queue_wait", "clipper.batch",
+            "clipper.replica", "clipper.encode"} <= names
