@@ -12,6 +12,7 @@ import requests
 
 from clipper_admin import ClipperConnection
 from clipper_admin.deployers import python as python_deployer
+from clipper_core.backends.docker import CLIPPER_REDIS_CONTAINER_LABEL
 
 pytestmark = pytest.mark.docker
 
@@ -24,7 +25,7 @@ def test_redis_restart_under_load(shared_conn: ClipperConnection, dh: Any) -> No
                                     slo_micros=1_000_000)
     assert dh.wait_for_prediction(shared_conn, "redis-restart-app", QUERY)["output"] == 3.0
     before = (shared_conn.get_all_apps(verbose=True), shared_conn.get_all_models(verbose=True))
-    (redis,) = [c for c in dh.cluster_containers(shared_conn) if c.name.startswith("redis-")]
+    (redis,) = dh.cluster_containers(shared_conn, CLIPPER_REDIS_CONTAINER_LABEL)
     url = f"http://{shared_conn.get_query_addr()}/redis-restart-app/predict"
     outcomes: list[object] = []
     stop = threading.Event()
