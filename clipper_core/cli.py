@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from clipper_core import plugins
-from clipper_core.admin.connection import ClipperConnection
+from clipper_core.admin.connection import ClipperConnection, http_url
 from clipper_core.backends.api import ContainerManager
 from clipper_core.backends.local import LocalContainerManager
 from clipper_core.config import clipper_home
@@ -238,8 +238,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 def _addresses(conn: ClipperConnection) -> dict[str, Any]:
     cm = conn.cm
     info = {"cluster": cm.cluster_name, "backend": cm.name,
-            "query_api": f"http://{cm.get_query_addr()}",
-            "management_api": f"http://{cm.get_admin_addr()}"}
+            "query_api": http_url(cm, cm.get_query_addr()),
+            "management_api": http_url(cm, cm.get_admin_addr())}
     # Elsewhere the management process does not know the query frontend's published port.
     query = "" if isinstance(cm, LocalContainerManager) else f"?query={info['query_api']}"
     info["dashboard"] = f"{info['management_api']}/dashboard{query}"
@@ -474,11 +474,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.version is not None:
         body["version"] = args.version
     conn = _connect(args)
-    url = f"http://{conn.get_query_addr()}/{args.app}/predict"
-    r = requests.post(url, json=body, timeout=60)
+    url = http_url(conn.cm, conn.get_query_addr(), f"/{args.app}/predict")
+    r = requests.post(url, json=body, timeout=60, verify=conn.cm.tls_ca_file or True)
     if r.status_code != 200:
         raise CommandError(f"{url} answered {r.status_code}: {r.text}")
     print(r.text)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    token = _connect(args).cm.management_token
+    if not token:
+        raise CommandError("This cluster has no management token")
+    print(token)
     return 0
 
 
@@ -526,7 +534,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     wait_for_replicas(conn, args.name, version, args.replicas)
     info = {"model": args.name, "version": version, "replicas": args.replicas,
             "app": args.app, "predict_url": args.app and
-            f"http://{conn.get_query_addr()}/{args.app}/predict"}
+            http_url(conn.cm, conn.get_query_addr(), f"/{args.app}/predict")}
     _emit(args, info, lambda: f"Deployed {args.name}:{version} ({args.replicas} replica(s))"
           + (f", linked to {args.app}: {info['predict_url']}" if args.app else ""))
     return 0
@@ -658,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="json",
                    help="the input (e.g. '[1.1, 2.2]') or a whole request body")
     p.add_argument("--version", default=None, help="query this model version")
+    add("token", cmd_token, "print the management API token (for curl and the dashboard)")
     p = add("logs", cmd_logs, "copy every log of the cluster into a directory")
     p.add_argument("--dir", default="clipper_logs/")
     add("plugins", cmd_plugins, "list installed plugins and what they provide", (output,))

@@ -7,8 +7,10 @@ management frontend), on which ports, with which state store. The local backend 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,16 +29,17 @@ ROLES = ("query", "management")
 ENV_PREFIX = "CLIPPER_"
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``text`` all at once: readers and crashes see the old or the new file.
 
-    The text goes to a temporary file beside it, is flushed to disk and renamed over ``path``;
-    a failed write (disk full) raises and leaves the old file untouched.
+    The text goes to a temporary file beside it (created with ``mode``), is flushed to disk and
+    renamed over ``path``; a failed write (disk full) raises and leaves the old file untouched.
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w") as handle:
+        tmp.unlink(missing_ok=True)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -56,6 +59,49 @@ def _tracing_endpoint(instance: Any, attribute: Any, value: str | None) -> None:
         msg = (f"tracing_endpoint must be an OTLP/HTTP URL such as http://collector:4318, "
                f"found {value!r}")
         raise ValidationError(msg)
+def is_loopback(host: str) -> bool:
+    """True if ``host`` (a bind address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+#: Name of the file in a cluster's directory that holds its secrets (mode 0600).
+SECRETS_FILE = "secrets.json"
+#: The keys of :data:`SECRETS_FILE`: what ``start_clipper`` generates for a cluster.
+SECRET_KEYS = ("management_token", "replica_secret", "redis_password")
+
+
+def load_secrets(path: str | os.PathLike[str], create: bool = False) -> dict[str, str]:
+    """The secrets in ``path``; with ``create``, generate the missing ones and write the file.
+
+    The file is written with mode 0600: whoever can read it administers the cluster.
+    """
+    target = Path(path)
+    try:
+        found = json.loads(target.read_text())
+    except FileNotFoundError:
+        found = {}
+    except (OSError, ValueError) as exc:
+        msg = f"Cannot read the cluster's secrets from {target}: {exc}"
+        raise ValidationError(msg) from None
+    if create and any(key not in found for key in SECRET_KEYS):
+        found = {key: found.get(key) or secrets.token_urlsafe(32) for key in SECRET_KEYS}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, json.dumps(found, indent=2), mode=0o600)
+    return {key: str(found[key]) for key in SECRET_KEYS if found.get(key)}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``redis://:secret@host``) replaced by ``***``, for logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{netloc}").geturl()
 
 
 def _roles(value: Any) -> tuple[str, ...]:
@@ -118,8 +164,20 @@ class ClusterConfig:
     #: frontends speak HTTPS only.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-    #: If set, the management API requires ``Authorization: Bearer <token>``.
+    #: The management API's token (``Authorization: Bearer <token>``): required when the API
+    #: is bound off loopback (it then refuses to start without one), and on loopback too with
+    #: ``require_management_token``; a wrong token is always refused.
     management_token: str | None = None
+    require_management_token: bool = False
+    #: The secret a replica presents when it registers on the RPC port (docs/security.md);
+    #: None admits every replica.
+    replica_secret: str | None = None
+    #: With a ``replica_secret``: admit RPC v3 containers (the original's images, which cannot
+    #: present it) for model versions registered in the store with their input type.
+    admit_legacy_replicas: bool = True
+    #: A :data:`SECRETS_FILE` whose keys fill ``management_token`` and ``replica_secret`` when
+    #: unset (the local backend's ``cluster.json`` names it instead of holding secrets).
+    secrets_file: str | None = None
     #: Identifies this query frontend when several share one store.
     frontend_id: str = "0"
     #: OTLP/HTTP collector the query frontend exports traces to (``/v1/traces`` is added to
@@ -141,7 +199,16 @@ class ClusterConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ClusterConfig:
-        return cls.from_mapping(json.loads(Path(path).read_text()))
+        return cls.from_mapping(json.loads(Path(path).read_text())).with_secrets()
+
+    def with_secrets(self) -> ClusterConfig:
+        """This configuration with the unset secrets read from ``secrets_file``."""
+        if not self.secrets_file:
+            return self
+        found = load_secrets(self.secrets_file)
+        return attrs.evolve(self, **{
+            key: found.get(key) for key in ("management_token", "replica_secret")
+            if getattr(self, key) is None})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ClusterConfig:
@@ -156,9 +223,11 @@ class ClusterConfig:
                 values[field.name] = int(raw)
             elif field.type in ("float", float):
                 values[field.name] = float(raw)
+            elif field.type in ("bool", bool):
+                values[field.name] = raw.strip().lower() in ("1", "true", "yes")
             else:
                 values[field.name] = raw
-        return cls(**values)
+        return cls(**values).with_secrets()
 
     def to_mapping(self) -> dict[str, Any]:
         data = attrs.asdict(self)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 
-from clipper_core.config import ClusterConfig
+from clipper_core.config import ClusterConfig, redact_url
 from clipper_core.exceptions import ClipperError
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def _log_ready(config: ClusterConfig, frontends: list[Any]) -> None:
         else:
             parts.append(f"management on {config.management_host}:{frontend.port}")
     log.info("Cluster %s serving: %s (store %s)", config.cluster_name, "; ".join(parts),
-             config.store_url)
+             redact_url(config.store_url))
 
 
 def local_scaler(config: ClusterConfig, cluster_dir: Path) -> Scaler:

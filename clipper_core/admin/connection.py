@@ -51,6 +51,11 @@ PROGRESS_INTERVAL_S = 5.0
 logger = logging.getLogger("clipper")
 
 
+def http_url(cm: ContainerManager, addr: str, path: str = "") -> str:
+    """``http(s)://addr/path``: HTTPS when the cluster's frontends use TLS."""
+    return f"{'https' if cm.tls_ca_file else 'http'}://{addr}{path}"
+
+
 def _configure_logging() -> None:
     """Print the "clipper" logger's INFO lines like the seeds show them, unless configured."""
     if logger.handlers:
@@ -102,11 +107,12 @@ class ClipperConnection:
         self.logger.info("Clipper is running")
 
     def _wait_healthy(self) -> None:
-        checks = (f"http://{self.cm.get_query_addr()}/metrics",
-                  f"http://{self.cm.get_admin_addr()}/admin/ping")
+        checks = (self._url(self.cm.get_query_addr(), "/metrics"),
+                  self._url(self.cm.get_admin_addr(), "/admin/ping"))
         for attempt in range(HEALTH_CHECK_TRIES):
             try:
-                if all(self._session.get(url, timeout=5, headers=self._auth()).status_code == 200
+                if all(self._session.get(url, timeout=5, headers=self._auth(),
+                                         verify=self._verify()).status_code == 200
                        for url in checks):
                     return
             except requests.RequestException:
@@ -130,15 +136,22 @@ class ClipperConnection:
             raise UnconnectedException()
 
     def _auth(self) -> dict[str, str]:
-        token = getattr(self.cm, "management_token", None) or os.environ.get(TOKEN_ENV)
+        token = self.cm.management_token or os.environ.get(TOKEN_ENV)
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _url(self, addr: str, path: str) -> str:
+        return http_url(self.cm, addr, path)
+
+    def _verify(self) -> str | bool:
+        return self.cm.tls_ca_file or True
 
     def _post(self, route: str, body: dict[str, Any]) -> requests.Response:
         self._require_connected()
-        url = f"http://{self.cm.get_admin_addr()}/admin/{route}"
+        url = self._url(self.cm.get_admin_addr(), f"/admin/{route}")
         headers = {"Content-type": "application/json", **self._auth()}
         try:
-            r = self._session.post(url, json=body, headers=headers, timeout=REQUEST_TIMEOUT_S)
+            r = self._session.post(url, json=body, headers=headers, timeout=REQUEST_TIMEOUT_S,
+                                   verify=self._verify())
         except requests.ConnectionError as exc:
             msg = (f"Cannot reach the management API at {url}: {exc}. Is the cluster running? "
                    "Start it with start_clipper() or `clipper start`")
@@ -435,9 +448,9 @@ class ClipperConnection:
     def inspect_instance(self) -> dict[str, Any]:
         """The query frontend's metrics (``GET /metrics``) as a dict."""
         self._require_connected()
-        url = f"http://{self.cm.get_query_addr()}/metrics"
+        url = self._url(self.cm.get_query_addr(), "/metrics")
         try:
-            r = self._session.get(url, timeout=REQUEST_TIMEOUT_S)
+            r = self._session.get(url, timeout=REQUEST_TIMEOUT_S, verify=self._verify())
         except requests.ConnectionError as exc:
             msg = f"Cannot reach the query frontend at {url}: {exc}"
             raise ClipperException(msg) from None

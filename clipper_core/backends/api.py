@@ -94,6 +94,11 @@ class ContainerManager(ABC):
 
     cluster_name: str
     logger: ClusterAdapter
+    #: The token the management API wants (``Authorization: Bearer``), known after
+    #: start_clipper or connect; None when the cluster has none.
+    management_token: str | None = None
+    #: The CA certificate clients verify the frontends' HTTPS with; None for plain HTTP.
+    tls_ca_file: str | None = None
 
     @abstractmethod
     def start_clipper(

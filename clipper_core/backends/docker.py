@@ -14,6 +14,11 @@ A cluster is a set of containers on one Docker network, all labelled
 Published host ports are found free at start (:func:`find_unbound_port`) and recorded in the
 containers' labels, from which :meth:`DockerContainerManager.connect` reads them back. Images
 are built on demand by :class:`~clipper_core.backends.docker_images.ImageBuilder`.
+
+Secrets (docs/security.md): ``start_clipper`` generates the management token, the replica
+secret and Redis's password into ``$CLIPPER_HOME/<cluster>/secrets.json`` (mode 0600) and
+hands them to the containers in their environment, whence :meth:`connect` reads them back.
+Redis requires its password and is published on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from clipper_core.backends.api import (
 )
 from clipper_core.backends.docker_images import ImageBuilder, docker_client
 from clipper_core.backends.docker_supervisor import CLIPPER_SUPERVISOR_LABEL
+from clipper_core.config import SECRETS_FILE, clipper_home, load_secrets
 from clipper_core.exceptions import BackendError, ClipperException
 from clipper_core.hookspecs import hookimpl
 
@@ -61,6 +67,11 @@ CONTAINER_START_TIMEOUT_S = 60.0
 #: Where the Docker engine's socket is on the Docker host (mounted into the supervisor).
 DOCKER_SOCKET = "/var/run/docker.sock"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1")
+#: Redis's command line: the password comes from the environment into a config file, so it
+#: never shows in a process list.
+_REDIS_COMMAND = ["sh", "-c", 'printf "requirepass %s\n" "$REDIS_PASSWORD" > /tmp/auth.conf '
+                  '&& exec redis-server /tmp/auth.conf --bind 0.0.0.0 --protected-mode no '
+                  '--dir /data --appendonly yes --notify-keyspace-events KEA']
 
 
 def find_unbound_port(start: int | None = None) -> int:
@@ -148,6 +159,14 @@ class DockerContainerManager(ContainerManager):
         self.extra_container_kwargs = extra
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
         self._images = ImageBuilder(base_image=base_image, progress=self.logger.info)
+        self.management_token: str | None = None
+        #: What replicas present on the RPC port (known after start_clipper or connect).
+        self.replica_secret: str | None = None
+
+    @property
+    def secrets_path(self) -> Path:
+        """Where start_clipper keeps the cluster's secrets for this machine's clients."""
+        return clipper_home() / self.cluster_name / SECRETS_FILE
 
     # -- engine, images ---------------------------------------------------------------------
 
@@ -224,17 +243,20 @@ class DockerContainerManager(ContainerManager):
         mgmt_image = self._frontend_image(mgmt_frontend_image)
         supervisor_image = self.images.server()
         self._ensure_network()
+        self.secrets_path.unlink(missing_ok=True)  # a new cluster gets new secrets
+        secrets = load_secrets(self.secrets_path, create=True)
 
         if self.external_redis:
-            redis_host, redis_port = self.redis_ip, self.redis_port
+            store_url = f"redis://{self.redis_ip}:{self.redis_port}/0"
         else:
             self.logger.info("Starting managed Redis instance in Docker")
+            password = secrets["redis_password"]
             redis = self._run(
                 self.images.redis(), "redis", {CLIPPER_REDIS_CONTAINER_LABEL: ""},
-                {CLIPPER_INTERNAL_REDIS_PORT: ("redis", self.redis_port, None)})
-            self._wait_for_redis(redis)
-            redis_host, redis_port = redis.name, CLIPPER_INTERNAL_REDIS_PORT
-        store_url = f"redis://{redis_host}:{redis_port}/0"
+                {CLIPPER_INTERNAL_REDIS_PORT: ("redis", self.redis_port, "127.0.0.1")},
+                command=_REDIS_COMMAND, environment={"REDIS_PASSWORD": password})
+            self._wait_for_redis(redis, password)
+            store_url = f"redis://:{password}@{redis.name}:{CLIPPER_INTERNAL_REDIS_PORT}/0"
         common_env = {"CLIPPER_CLUSTER_NAME": self.cluster_name, "CLIPPER_STORE_URL": store_url}
 
         mgmt_host = "127.0.0.1" if self.public_hostname in _LOCAL_HOSTS else None
@@ -244,6 +266,7 @@ class DockerContainerManager(ContainerManager):
                 ("management", self.clipper_management_port, mgmt_host)},
             environment={**common_env, "CLIPPER_ROLES": "management",
                          "CLIPPER_MANAGEMENT_HOST": "0.0.0.0",
+                         "CLIPPER_MANAGEMENT_TOKEN": secrets["management_token"],
                          "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})
         queries = [self._run(
             query_image, "query_frontend",
@@ -256,6 +279,7 @@ class DockerContainerManager(ContainerManager):
                          "CLIPPER_QUERY_PORT": str(CLIPPER_INTERNAL_QUERY_PORT),
                          "CLIPPER_RPC_PORT": str(CLIPPER_INTERNAL_RPC_PORT),
                          "CLIPPER_FRONTEND_ID": str(i),
+                         "CLIPPER_REPLICA_SECRET": secrets["replica_secret"],
                          "CLIPPER_CACHE_SIZE": str(cache_size),
                          "CLIPPER_REQUEST_TIMEOUT_S": str(qf_http_timeout_request)})
             for i in range(num_frontend_replicas)]
@@ -307,6 +331,11 @@ class DockerContainerManager(ContainerManager):
         if has_fluentd:
             self.use_centralized_log = True
             self.fluentd_port = int(labels[CLIPPER_FLUENTD_PORT_LABEL])
+        env = {}
+        for container in containers:  # the secrets the frontends were started with
+            env.update(_environment(container))
+        self.management_token = env.get("CLIPPER_MANAGEMENT_TOKEN")
+        self.replica_secret = env.get("CLIPPER_REPLICA_SECRET")
         self.logger.info("Connected to cluster: query %s, management %s",
                          self.get_query_addr(), self.get_admin_addr())
 
@@ -448,7 +477,8 @@ class DockerContainerManager(ContainerManager):
             image, label, {CLIPPER_MODEL_CONTAINER_LABEL: label,
                            CLIPPER_QUERY_FRONTEND_ID_LABEL: _frontend_id(frontend)}, {},
             environment={"CLIPPER_MODEL_NAME": name, "CLIPPER_MODEL_VERSION": version,
-                         "CLIPPER_IP": frontend.name, "CLIPPER_INPUT_TYPE": input_type},
+                         "CLIPPER_IP": frontend.name, "CLIPPER_INPUT_TYPE": input_type,
+                         **_environment(frontend, "CLIPPER_REPLICA_SECRET")},
             restart_policy={"Name": "on-failure"})
 
     # -- logs and stopping ------------------------------------------------------------------
@@ -497,6 +527,7 @@ class DockerContainerManager(ContainerManager):
                 except Exception as exc:  # already gone
                     self.logger.debug("stop %s: %s", container.name, exc)
             self._remove(container)
+        self.secrets_path.unlink(missing_ok=True)
         self.logger.info("Stopped all Clipper cluster and all model containers")
 
     # -- addresses --------------------------------------------------------------------------
@@ -625,16 +656,24 @@ class DockerContainerManager(ContainerManager):
                 raise BackendError(msg)
             time.sleep(0.2)
 
-    def _wait_for_redis(self, container: Any) -> None:
+    def _wait_for_redis(self, container: Any, password: str) -> None:
         deadline = time.monotonic() + CONTAINER_START_TIMEOUT_S
         self._wait_running(container)
         while time.monotonic() < deadline:
-            code, out = container.exec_run(["redis-cli", "ping"])
+            code, out = container.exec_run(["redis-cli", "ping"],
+                                           environment={"REDISCLI_AUTH": password})
             if code == 0 and b"PONG" in out:
                 return
             time.sleep(0.2)
         msg = f"Redis in container {container.name} did not answer within {CONTAINER_START_TIMEOUT_S}s"
         raise BackendError(msg)
+
+
+def _environment(container: Any, *names: str) -> dict[str, str]:
+    """A container's ``CLIPPER_*`` environment (only ``names`` if given)."""
+    pairs = (item.partition("=") for item in container.attrs["Config"].get("Env") or ())
+    return {k: v for k, _, v in pairs
+            if k.startswith("CLIPPER_") and (not names or k in names)}
 
 
 def _frontend_id(container: Any) -> str:

@@ -3,6 +3,7 @@
 No Docker, no Redis. ``LocalContainerManager`` keeps a cluster in a directory::
 
     <cluster_dir>/cluster.json          ClusterConfig of the server process
+    <cluster_dir>/secrets.json          management token and replica secret (mode 0600)
     <cluster_dir>/state.db              SQLite state store (unless redis_ip is given)
     <cluster_dir>/server.pid            pid of the server process
     <cluster_dir>/logs/server.log       its log
@@ -46,7 +47,13 @@ from clipper_core.backends.api import (
     ContainerManager,
     ReplicaState,
 )
-from clipper_core.config import ClusterConfig, clipper_home, write_atomic
+from clipper_core.config import (
+    SECRETS_FILE,
+    ClusterConfig,
+    clipper_home,
+    load_secrets,
+    write_atomic,
+)
 from clipper_core.exceptions import BackendError, ClipperError
 from clipper_core.hookspecs import hookimpl
 from clipper_core.types import InputType
@@ -206,9 +213,9 @@ def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
     return False
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -238,7 +245,12 @@ class LocalContainerManager(ContainerManager):
         redis_ip: str | None = None,
         redis_port: int = 6379,
         cluster_dir: str | os.PathLike[str] | None = None,
+        management_host: str = "127.0.0.1",
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> None:
+        """``management_host`` off loopback needs the token start_clipper generates; with
+        ``tls_cert_file`` and ``tls_key_file`` both frontends speak HTTPS only."""
         self.cluster_name = cluster_name
         self.clipper_query_port = clipper_query_port
         self.clipper_management_port = clipper_management_port
@@ -247,6 +259,9 @@ class LocalContainerManager(ContainerManager):
         self.redis_port = redis_port
         self.cluster_dir = Path(cluster_dir) if cluster_dir else clipper_home() / cluster_name
         self.cluster_dir = self.cluster_dir.absolute()
+        self.management_host = management_host
+        self.tls_cert_file = tls_cert_file
+        self.tls_key_file = tls_key_file
         self.management_token: str | None = None
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
 
@@ -254,6 +269,15 @@ class LocalContainerManager(ContainerManager):
     @property
     def config_path(self) -> Path:
         return self.cluster_dir / "cluster.json"
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.cluster_dir / SECRETS_FILE
+
+    @property
+    def tls_ca_file(self) -> str | None:
+        """The certificate clients verify the frontends with (None: plain HTTP)."""
+        return self.tls_cert_file
 
     @property
     def server_pidfile(self) -> Path:
@@ -294,6 +318,10 @@ class LocalContainerManager(ContainerManager):
             store_url=store_url,
             cache_size=cache_size,
             request_timeout_s=request_timeout_s,
+            management_host=self.management_host,
+            tls_cert_file=self.tls_cert_file,
+            tls_key_file=self.tls_key_file,
+            secrets_file=str(self.secrets_path),
         )
 
     def start_clipper(
@@ -324,8 +352,10 @@ class LocalContainerManager(ContainerManager):
         self.cluster_dir.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():
             self.logger.info("Resuming cluster from its saved state in %s", self.cluster_dir)
+        load_secrets(self.secrets_path, create=True)
         config = self._config(cache_size, float(qf_http_timeout_request))
         config.write(self.config_path)
+        config = config.with_secrets()
         self.logger.info("Starting Clipper server process (query port %d, management port %d, "
                          "RPC port %d, store %s)", config.query_port, config.management_port,
                          config.rpc_port, config.store_url)
@@ -363,7 +393,8 @@ class LocalContainerManager(ContainerManager):
                        f"with code {proc.returncode}. Last lines of {self.server_log}:\n"
                        f"{self._tail(self.server_log)}")
                 raise BackendError(msg)
-            if _port_open(config.management_port) and _port_open(config.query_port):
+            if (_port_open(config.management_port, self._admin_host())
+                    and _port_open(config.query_port)):
                 self.management_token = config.management_token
                 self.logger.info("Server process running (pid %d, log %s)", pid, self.server_log)
                 return
@@ -393,6 +424,8 @@ class LocalContainerManager(ContainerManager):
         self.clipper_query_port = config.query_port
         self.clipper_management_port = config.management_port
         self.clipper_rpc_port = config.rpc_port
+        self.management_host = config.management_host
+        self.tls_cert_file, self.tls_key_file = config.tls_cert_file, config.tls_key_file
         self.management_token = config.management_token
         if self.server_pid() is None:
             self.logger.info("Server process of cluster %s is not running; restarting it from "
@@ -403,8 +436,12 @@ class LocalContainerManager(ContainerManager):
             self._restore_replicas()
 
     # -- addresses ----------------------------------------------------------------------
+    def _admin_host(self) -> str:
+        host = self.management_host
+        return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
     def get_admin_addr(self) -> str:
-        return f"127.0.0.1:{self.clipper_management_port}"
+        return f"{self._admin_host()}:{self.clipper_management_port}"
 
     def get_query_addr(self) -> str:
         return f"127.0.0.1:{self.clipper_query_port}"
@@ -558,6 +595,7 @@ class LocalContainerManager(ContainerManager):
             "python": str(venv_python if venv_python.exists() else sys.executable),
             "log": str(self._replica_log(name, version, index)),
             "exit_file": str(directory / f"{index}.exited"),
+            "secrets_file": str(self.secrets_path),
             "env": {
                 "CLIPPER_MODEL_NAME": name,
                 "CLIPPER_MODEL_VERSION": version,
@@ -588,6 +626,7 @@ class LocalContainerManager(ContainerManager):
                 continue
             spec = json.loads(spec_path.read_text())
             spec["env"]["CLIPPER_PORT"] = str(self.clipper_rpc_port)
+            spec["secrets_file"] = str(self.secrets_path)
             write_atomic(spec_path, json.dumps(spec, indent=2))
             self.logger.info("Restarting replica %s of %s:%s", spec_path.stem,
                              spec_path.parent.parent.name, spec_path.parent.name)
@@ -673,7 +712,8 @@ class LocalContainerManager(ContainerManager):
             stop_process(pid, SERVER_MARKER, graceful, timeout=drain + STOP_TIMEOUT_S)
         self.server_pidfile.unlink(missing_ok=True)
         if not keep_state:
-            for name in ("state.db", "state.db-wal", "state.db-shm", "cluster.json"):
+            for name in ("state.db", "state.db-wal", "state.db-shm", "cluster.json",
+                         SECRETS_FILE):
                 (self.cluster_dir / name).unlink(missing_ok=True)
             for name in ("models", "replicas"):
                 shutil.rmtree(self.cluster_dir / name, ignore_errors=True)
@@ -722,6 +762,10 @@ class _Supervisor:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         env = {**os.environ, **self.spec["env"], "PYTHONUNBUFFERED": "1"}
+        if self.spec.get("secrets_file"):
+            secret = load_secrets(self.spec["secrets_file"]).get("replica_secret")
+            if secret:
+                env["CLIPPER_REPLICA_SECRET"] = secret
         argv = [self.spec["python"], "-m", "clipper_core.runtime"]
         exit_file = Path(self.spec["exit_file"]) if "exit_file" in self.spec else None
         ready_file = Path(self.spec["env"]["CLIPPER_READY_FILE"])

@@ -23,7 +23,7 @@ import attrs
 import orjson
 
 from clipper_core import plugins
-from clipper_core.config import ClusterConfig
+from clipper_core.config import SECRETS_FILE, ClusterConfig, is_loopback
 from clipper_core.exceptions import ClipperError, ConflictError, NotFoundError, ValidationError
 from clipper_core.frontend.dashboard import dashboard_file, is_dashboard_path
 from clipper_core.frontend.http import HttpServer, Request, Responder, error_body
@@ -559,6 +559,22 @@ class ManagementFrontend:
         self.config = config
         self.service = ManagementService(store, scale)
         self._token = config.management_token.encode() if config.management_token else None
+        #: Off loopback (or with require_management_token) every route but ping needs the token.
+        self._token_required = (config.require_management_token
+                                or not is_loopback(config.management_host))
+        if self._token_required and self._token is None:
+            msg = (f"The management API on {config.management_host} would answer anyone: "
+                   "off loopback (or with require_management_token) it needs a "
+                   "management_token. start_clipper generates one; or bind it to 127.0.0.1")
+            raise ValidationError(msg)
+        where = config.secrets_file or f"~/.clipper/{config.cluster_name}/{SECRETS_FILE}"
+        self._unauthorized = error_body(
+            HTTPStatus.UNAUTHORIZED.phrase,
+            "This management API requires a token. Send the header 'Authorization: Bearer "
+            f"<token>' with the cluster's management_token: start_clipper wrote it to {where} "
+            "on the machine that started the cluster (or into its backend's secret store); "
+            "ClipperConnection and the clipper CLI send it by themselves and `clipper token` "
+            "prints it")
         self._http = HttpServer.for_config(config, self._handle, log.exception)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="clipper-management")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -589,12 +605,17 @@ class ManagementFrontend:
         if is_dashboard_path(path):
             self._dashboard(request, path, responder)
             return
-        if self._token is not None and not self._authorized(request):
-            responder.send(401, error_body(
-                HTTPStatus.UNAUTHORIZED.phrase,
-                "This management API requires a token. Send the header "
-                "'Authorization: Bearer <token>' with the cluster's management_token"),
-                extra_headers=((b"WWW-Authenticate", b"Bearer"),))
+        refusal = self._auth_refusal(request)
+        if refusal == 401:
+            responder.send(401, self._unauthorized,
+                           extra_headers=((b"WWW-Authenticate", b"Bearer"),))
+            return
+        if refusal == 403:
+            host = request.headers.get(b"host", b"").decode("latin-1")
+            responder.send(403, error_body(HTTPStatus.FORBIDDEN.phrase, (
+                f"Host {host!r} refused: this management API is bound to loopback and answers "
+                "requests addressed to localhost only (a page on another name may be a DNS "
+                "rebinding attack); send the management token to use another name")))
             return
         refusal = _cross_origin_refusal(request, path)
         if refusal is not None:
@@ -631,11 +652,19 @@ class ManagementFrontend:
             return
         responder.send(200, *found)
 
-    def _authorized(self, request: Request) -> bool:
-        header = request.headers.get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        assert self._token is not None
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token)
+    def _auth_refusal(self, request: Request) -> int | None:
+        """401 (token needed or wrong), 403 (a foreign Host on loopback) or None (go on).
+
+        A token that is sent is always checked; without one, a loopback-bound API answers
+        requests whose Host names this machine (as the original Clipper's clients expect).
+        """
+        header = request.headers.get(b"authorization")
+        if self._token is not None and (header is not None or self._token_required):
+            scheme, _, token = (header or b"").partition(b" ")
+            valid = scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(),
+                                                                         self._token)
+            return None if valid else 401
+        return None if _names_this_machine(request.headers.get(b"host", b"")) else 403
 
     async def _call(self, route: Route, kwargs: dict[str, Any], responder: Responder) -> None:
         method = getattr(self.service, route.name)
@@ -682,6 +711,12 @@ def _cross_origin_refusal(request: Request, path: bytes) -> tuple[int, str] | No
             return 415, ("Management writes need the header 'Content-Type: application/json' "
                          f"(got {content_type.decode('latin-1') or 'none'!r})")
     return None
+
+
+def _names_this_machine(host: bytes) -> bool:
+    """True if a Host header (``name[:port]``, ``[v6][:port]``) is empty or a loopback name."""
+    name = host[1:host.find(b"]")] if host.startswith(b"[") else host.rsplit(b":", 1)[0]
+    return not name or is_loopback(name.decode("latin-1").lower())
 
 
 def _method_not_allowed(request: Request, responder: Responder, allowed: bytes) -> None:

@@ -178,7 +178,9 @@ class QueryFrontend:
         router = self._router = RpcRouter(
             config.bind_host, config.rpc_port, self.store, config.frontend_id, self._executor,
             replica_timeout_s=config.replica_timeout_s,
-            legacy_replica_timeout_s=config.legacy_replica_timeout_s)
+            legacy_replica_timeout_s=config.legacy_replica_timeout_s,
+            replica_secret=config.replica_secret,
+            admit_legacy_replicas=config.admit_legacy_replicas)
         scheduler_class: Any = Scheduler
         if config.tracing_endpoint:
             # Chosen once: with tracing off the query path is not touched at all.

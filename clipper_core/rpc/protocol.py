@@ -6,7 +6,9 @@ is prefixed by the peer's routing identity. Every integer is little-endian.
 Container -> frontend (each message starts with an empty frame)::
 
     heartbeat        ["", u32 2]
-    new container    ["", u32 0, name, version, "<input type code>", u32 rpc_version]
+    new container    ["", u32 0, name, version, "<input type code>", u32 rpc_version
+                      (, replica secret)]   the secret frame is ours, sent only when the
+                                            replica has one (CLIPPER_REPLICA_SECRET)
     response (v3)    ["", u32 1, msg_id(4 raw bytes), u64 hdr_len, u64[n, len_0..], out_0, ..]
     response (v4)    same, but all outputs concatenated in ONE frame after the header
     error (v4)       ["", u32 3, msg_id, utf-8 message]          a batch failed
@@ -82,9 +84,11 @@ HEARTBEAT_MESSAGE = [EMPTY, u32(MSG_HEARTBEAT)]
 GOODBYE_MESSAGE = [EMPTY, u32(MSG_GOODBYE)]
 
 
-def new_container_message(name: str, version: str, input_type: int, rpc_version: int) -> list[bytes]:
-    return [EMPTY, u32(MSG_NEW_CONTAINER), name.encode(), str(version).encode(),
-            str(int(input_type)).encode(), u32(rpc_version)]
+def new_container_message(name: str, version: str, input_type: int, rpc_version: int,
+                          secret: str | None = None) -> list[bytes]:
+    frames = [EMPTY, u32(MSG_NEW_CONTAINER), name.encode(), str(version).encode(),
+              str(int(input_type)).encode(), u32(rpc_version)]
+    return [*frames, secret.encode()] if secret else frames
 
 
 def response_message(msg_id: bytes, outputs: Sequence[bytes], rpc_version: int) -> list[bytes]:
@@ -152,12 +156,14 @@ def parse_container_message(frames: Sequence[bytes]) -> tuple[int, list[bytes]]:
     return read_u32(frames[1]), list(frames[2:])
 
 
-def parse_new_container(rest: Sequence[bytes]) -> tuple[str, str, int, int]:
-    """``(model_name, model_version, input_type, rpc_version)``; rpc_version 0 if absent."""
+def parse_new_container(rest: Sequence[bytes]) -> tuple[str, str, int, int, bytes | None]:
+    """``(model_name, model_version, input_type, rpc_version, secret)``; rpc_version 0 and
+    secret None if absent."""
     if len(rest) < 3:
         raise ProtocolError("new-container message needs name, version and input type")
     rpc_version = read_u32(rest[3]) if len(rest) > 3 else 0
-    return rest[0].decode(), rest[1].decode(), int(rest[2]), rpc_version
+    secret = rest[4] or None if len(rest) > 4 else None
+    return rest[0].decode(), rest[1].decode(), int(rest[2]), rpc_version, secret
 
 
 def parse_response(rest: Sequence[bytes], rpc_version: int) -> tuple[int, list[bytes]]:

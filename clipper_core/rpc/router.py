@@ -13,11 +13,17 @@ spoken to in its own version. A replica silent for longer than its timeout, or o
 goodbye (v4), is dropped. A replica the scheduler finds hung is *retired*
 (:meth:`RpcRouter.retire`): dropped, told goodbye (v4: our runtime then exits and its backend
 starts a new one) and ignored from then on, heartbeats included.
+
+When the cluster has a replica secret, a registration must carry it; one without it is
+admitted only from an RPC v3 container (the original's, which cannot send it) claiming a model
+version the store holds with that input type (``admit_legacy_replicas``). A refused
+container gets no queries (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections import OrderedDict
@@ -40,6 +46,8 @@ _DRAIN_LIMIT = 512
 _CHECK_INTERVAL_S = 0.25
 #: Retired identities remembered (and ignored); the oldest are forgotten beyond this.
 _MAX_RETIRED = 1024
+#: Refused identities remembered (to log each once); the set is emptied when full.
+_REFUSED_LIMIT = 1024
 
 
 class Listener(Protocol):
@@ -73,7 +81,8 @@ class RpcRouter:
 
     def __init__(self, host: str, port: int, store: StateStore, frontend_id: str,
                  executor: Executor, *, replica_timeout_s: float,
-                 legacy_replica_timeout_s: float) -> None:
+                 legacy_replica_timeout_s: float, replica_secret: str | None = None,
+                 admit_legacy_replicas: bool = True) -> None:
         self.host = "*" if host in ("0.0.0.0", "") else host
         self.requested_port = port
         self.store = store
@@ -82,9 +91,12 @@ class RpcRouter:
         self.executor = executor
         self.replica_timeout_s = replica_timeout_s
         self.legacy_replica_timeout_s = legacy_replica_timeout_s
+        self._secret = replica_secret.encode() if replica_secret else None
+        self._admit_legacy = admit_legacy_replicas
         self.sessions: dict[bytes, Session] = {}
         self._registering: set[bytes] = set()
         self._retired: OrderedDict[bytes, None] = OrderedDict()
+        self._refused: set[bytes] = set()
         self._msg_id = 0
         self._ctx: zmq.Context[Any] | None = None
         self._sock: zmq.Socket[Any] | None = None
@@ -205,23 +217,53 @@ class RpcRouter:
     def _on_new_container(self, identity: bytes, rest: list[bytes]) -> None:
         if identity in self.sessions or identity in self._registering:
             return
-        name, version, type_code, rpc_version = p.parse_new_container(rest)
+        name, version, type_code, rpc_version, secret = p.parse_new_container(rest)
         if rpc_version not in p.SUPPORTED_VERSIONS:
             log.warning("container %s:%s speaks RPC version %d; this frontend speaks %s",
                         name, version, rpc_version, p.SUPPORTED_VERSIONS)
             return
         input_type = InputType(type_code)
+        check_store = False
+        if self._secret is not None:
+            if secret is not None and not hmac.compare_digest(secret, self._secret):
+                self._refuse(identity, name, version, "it presented a wrong replica secret")
+                return
+            if secret is None:
+                if rpc_version >= p.RPC_VERSION or not self._admit_legacy:
+                    self._refuse(identity, name, version, "it presented no replica secret")
+                    return
+                check_store = True
         timeout = (self.replica_timeout_s if rpc_version >= p.RPC_VERSION
                    else self.legacy_replica_timeout_s)
         session = Session(identity, rpc_version, timeout)
         self._registering.add(identity)
         assert self._loop is not None
-        self._loop.create_task(self._register(session, name, version, input_type))
+        self._loop.create_task(self._register(session, name, version, input_type, check_store))
+
+    def _refuse(self, identity: bytes, name: str, version: str, why: str) -> None:
+        """Log (once per identity) that a container's registration is refused."""
+        if identity in self._refused:
+            return
+        if len(self._refused) >= _REFUSED_LIMIT:
+            self._refused.clear()
+        self._refused.add(identity)
+        log.warning("refused a container registering as %s:%s: %s (docs/security.md)",
+                    name, version, why)
 
     async def _register(self, session: Session, name: str, version: str,
-                        input_type: InputType) -> None:
+                        input_type: InputType, check_store: bool) -> None:
+        """Admit a container; with ``check_store``, only for a model version the store holds
+        with that input type."""
         loop = asyncio.get_running_loop()
         try:
+            if check_store:
+                model = await loop.run_in_executor(
+                    self.executor, self.store.get_model_version, name, version)
+                if model is None or model.input_type != input_type:
+                    self._refuse(session.identity, name, version,
+                                 "it presented no replica secret and the store holds no such "
+                                 f"model version with {input_type.canonical} inputs")
+                    return
             replica_id = await loop.run_in_executor(
                 self.executor, self.store.next_replica_id, name, version)
             replica = Replica(name, version, replica_id, input_type, self.frontend_id)

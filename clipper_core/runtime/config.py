@@ -1,4 +1,4 @@
-"""The replica's settings, read from the environment of spec §5.1 (plus two optional ones)."""
+"""The replica's settings, read from the environment of spec §5.1 (plus optional ones of ours)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class RuntimeConfig:
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     #: Written with ``READY`` once serving; ``None`` disables it.
     ready_file: Path | None = Path(DEFAULT_READY_FILE)
+    #: The cluster's replica secret (``CLIPPER_REPLICA_SECRET``), sent when registering.
+    replica_secret: str | None = attrs.field(default=None, repr=False)
 
     @property
     def activity_timeout_s(self) -> float:
@@ -94,6 +96,7 @@ class RuntimeConfig:
             model_path=Path(env.get("CLIPPER_MODEL_PATH") or DEFAULT_MODEL_PATH),
             heartbeat_interval_s=interval,
             ready_file=Path(ready) if ready else None,
+            replica_secret=env.get("CLIPPER_REPLICA_SECRET") or None,
         )
 
 

@@ -65,7 +65,8 @@ class ModelRuntime:
         self.predict = predict
         self.input_type = input_type
         self._registration = rpc.new_container_message(
-            config.model_name, config.model_version, input_type, rpc.RPC_VERSION)
+            config.model_name, config.model_version, input_type, rpc.RPC_VERSION,
+            config.replica_secret)
         self._sock: zmq.Socket | None = None
         #: Held by the main thread except while the model runs.
         self._sock_lock = threading.Lock()
@@ -258,7 +259,8 @@ class ModelRuntime:
                      cfg.model_name, cfg.model_version, self.input_type.canonical, rpc.RPC_VERSION)
         elif self._metadata_requests == PATIENT_REGISTRATIONS:
             log.warning("The query frontend asked for registration %d times: it does not accept "
-                        "%s:%s. Is this model version registered?", PATIENT_REGISTRATIONS,
+                        "%s:%s. Is this model version registered, and is "
+                        "CLIPPER_REPLICA_SECRET the cluster's?", PATIENT_REGISTRATIONS,
                         cfg.model_name, cfg.model_version)
 
     # ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import attrs
 import orjson
 import redis
 
+from clipper_core.config import redact_url
 from clipper_core.exceptions import ClipperError, ConflictError, NotFoundError, ValidationError
 from clipper_core.hookspecs import hookimpl
 from clipper_core.store.api import Change, StateStore, Subscription
@@ -238,7 +239,7 @@ class RedisStore(StateStore):
         return cls(urlunsplit(parts._replace(query=rest)), prefix)
 
     def __repr__(self) -> str:
-        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+        return f"RedisStore({redact_url(self.url)!r}, prefix={self.prefix!r})"
 
     # -- plumbing -----------------------------------------------------------------------
     def _k(self, *parts: str) -> str:

@@ -97,7 +97,8 @@ handle_message <- function(state, socket, frames) {
   if (message$type == MSG_HEARTBEAT) {
     if (length(message$rest) && read_u32(message$rest[[1L]]) == HEARTBEAT_REQUEST_METADATA) {
       send(socket, new_container_message(state$name, state$version, state$input_type,
-                                         state$rpc_version))
+                                         state$rpc_version,
+                                         Sys.getenv("CLIPPER_REPLICA_SECRET")))
       log_line("Registered as %s:%s (%s inputs, RPC v%d)", state$name, state$version,
                state$input_type, state$rpc_version)
     }
@@ -187,8 +188,9 @@ serve_model <- function(model, name, version, ip = "127.0.0.1", port = 7000L,
 #'
 #' Reads `CLIPPER_MODEL_NAME`, `CLIPPER_MODEL_VERSION`, `CLIPPER_IP`, `CLIPPER_PORT`,
 #' `CLIPPER_INPUT_TYPE`, `CLIPPER_MODEL_PATH` (the bundle directory holding
-#' `func.rds`), `CLIPPER_HEARTBEAT_INTERVAL_S`, `CLIPPER_READY_FILE` and
-#' `CLIPPER_RPC_VERSION`, as `python -m clipper_core.runtime` does, and calls
+#' `func.rds`), `CLIPPER_HEARTBEAT_INTERVAL_S`, `CLIPPER_READY_FILE`,
+#' `CLIPPER_RPC_VERSION` and `CLIPPER_REPLICA_SECRET` (sent when registering), as
+#' `python -m clipper_core.runtime` does, and calls
 #' [serve_model()]. Run by the replica process: `Rscript -e "Rclipper::serve_from_env()"`.
 #'
 #' @return Nothing; quits R with status 1 (bad environment) or 2 (model not loadable).

@@ -56,10 +56,12 @@ heartbeat_message <- function() list(raw(0), u32(MSG_HEARTBEAT))
 
 goodbye_message <- function() list(raw(0), u32(MSG_GOODBYE))
 
-new_container_message <- function(name, version, input_type, rpc_version) {
-  list(raw(0), u32(MSG_NEW_CONTAINER), charToRaw(enc2utf8(name)),
-       charToRaw(enc2utf8(as.character(version))),
-       charToRaw(as.character(INPUT_TYPES[[input_type]])), u32(rpc_version))
+# `secret`: the cluster's replica secret, sent as a last frame when not empty.
+new_container_message <- function(name, version, input_type, rpc_version, secret = "") {
+  frames <- list(raw(0), u32(MSG_NEW_CONTAINER), charToRaw(enc2utf8(name)),
+                 charToRaw(enc2utf8(as.character(version))),
+                 charToRaw(as.character(INPUT_TYPES[[input_type]])), u32(rpc_version))
+  if (nzchar(secret)) c(frames, list(charToRaw(enc2utf8(secret)))) else frames
 }
 
 # The reply to a predict request: one frame per output (v3) or all outputs in one

@@ -273,7 +273,8 @@ class KubernetesContainerManager(ContainerManager):
         cluster, types = self.cluster_name, self.service_types
         query_image = self._frontend_image(query_frontend_image)
         mgmt_image = self._frontend_image(mgmt_frontend_image)
-        self._apply(manifests.token_secret(cluster, secrets.token_urlsafe(24)))
+        self._apply(manifests.token_secret(cluster, secrets.token_urlsafe(32),
+                                           secrets.token_urlsafe(32)))
         if self.redis_ip is None:
             self.logger.info("Starting Redis (Deployment %s)", manifests.redis_name(cluster))
             for obj in manifests.redis(cluster, self.redis_image or self._docker.images.redis(),

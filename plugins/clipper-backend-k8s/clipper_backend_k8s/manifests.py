@@ -6,7 +6,8 @@ Every object carries ``ai.clipper.container.label=<cluster>`` and ``ai.clipper.n
     mgmt-frontend-at-<cluster>                Deployment + Service (1338)
     query-frontend-<i>-at-<cluster>           Deployment (frontend id i) + Service (RPC, 7000)
     query-frontend-at-<cluster>               Service over every query frontend (1337)
-    mgmt-token-at-<cluster>                   Secret: the management API token
+    mgmt-token-at-<cluster>                   Secret: the management API token and the
+                                              replica secret (docs/security.md)
     <model>-<version>-deployment-at-<i>-at-<cluster>
                                               Deployment of a model version's replicas that
                                               connect to query frontend i
@@ -32,8 +33,9 @@ from clipper_core.backends.api import (
 )
 from clipper_core.runtime.config import DEFAULT_READY_FILE
 
-#: Key of the management token in the token Secret.
+#: Keys of the management token and of the replica secret in the token Secret.
 TOKEN_KEY = "token"
+REPLICA_SECRET_KEY = "replica-secret"
 #: Service types the original accepted, per service key.
 SERVICE_KEYS = ("redis", "management", "query", "query-rpc", "metric")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -125,10 +127,17 @@ def service(name: str, labels_: dict[str, str], select: dict[str, str], port: in
     }
 
 
-def token_secret(cluster: str, token: str) -> dict[str, Any]:
+def token_secret(cluster: str, token: str, replica_secret: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": token_name(cluster), "labels": labels(cluster, "management")},
-            "type": "Opaque", "stringData": {TOKEN_KEY: token}}
+            "type": "Opaque", "stringData": {TOKEN_KEY: token, REPLICA_SECRET_KEY: replica_secret}}
+
+
+def _replica_secret_env(cluster: str) -> dict[str, Any]:
+    """``CLIPPER_REPLICA_SECRET`` from the token Secret (optional: a Secret made before the
+    key existed leaves it unset, and the frontend then admits every replica)."""
+    return {"name": "CLIPPER_REPLICA_SECRET", "valueFrom": {"secretKeyRef": {
+        "name": token_name(cluster), "key": REPLICA_SECRET_KEY, "optional": True}}}
 
 
 def redis(cluster: str, image: str, port: int, service_type: str) -> list[dict[str, Any]]:
@@ -173,6 +182,7 @@ def query_frontend(cluster: str, frontend_id: int, image: str, store_url: str,
                 "CLIPPER_FRONTEND_ID": str(frontend_id),
                 "CLIPPER_CACHE_SIZE": str(cache_size),
                 "CLIPPER_REQUEST_TIMEOUT_S": str(request_timeout_s)})
+    env.append(_replica_secret_env(cluster))
     container = {
         "name": "query-frontend", "image": image, "env": env,
         "ports": [{"containerPort": CLIPPER_INTERNAL_QUERY_PORT},
@@ -200,9 +210,10 @@ def model(cluster: str, name: str, version: str, input_type: str, image: str, re
         CLIPPER_QUERY_FRONTEND_ID_LABEL: str(frontend_id)})
     container = {
         "name": "model", "image": image,
-        "env": _env({"CLIPPER_MODEL_NAME": name, "CLIPPER_MODEL_VERSION": version,
-                     "CLIPPER_INPUT_TYPE": input_type, "CLIPPER_IP": frontend_ip,
-                     "CLIPPER_PORT": str(CLIPPER_INTERNAL_RPC_PORT)}),
+        "env": [*_env({"CLIPPER_MODEL_NAME": name, "CLIPPER_MODEL_VERSION": version,
+                       "CLIPPER_INPUT_TYPE": input_type, "CLIPPER_IP": frontend_ip,
+                       "CLIPPER_PORT": str(CLIPPER_INTERNAL_RPC_PORT)}),
+                _replica_secret_env(cluster)],
         # The runtime writes the ready file once the model is loaded; a framework import may
         # take minutes.
         **_probes({"exec": {"command": ["cat", DEFAULT_READY_FILE]}}, 600),

@@ -171,6 +171,7 @@ def test_actions_need_the_token_when_the_cluster_has_one(cluster, page, helpers,
     cm = cluster.cm
     config = json.loads(cm.config_path.read_text())
     config["management_token"] = TOKEN
+    config["require_management_token"] = True  # on loopback too
     cm.stop_all(graceful=True, keep_state=True)
     cm.config_path.write_text(json.dumps(config))
     cluster.connect()  # restarts the server process, now with a token, and its replicas

@@ -201,8 +201,11 @@ class LegacyContainer:
     """Clipper's Python container protocol, minimal: DEALER, heartbeats, v3 frames."""
 
     def __init__(self, port: int, name: str, version: str, input_type: int,
-                 predict: Callable[[list[bytes]], list[bytes]]) -> None:
+                 predict: Callable[[list[bytes]], list[bytes]], secret: bytes = b"") -> None:
+        """``secret``: our optional replica-secret frame after the RPC version."""
         self.port = port
+        self.secret = secret
+        self.registrations = 0
         self.name = name
         self.version = version
         self.input_type = input_type
@@ -244,7 +247,9 @@ class LegacyContainer:
             if heartbeat_type == 1:  # RequestContainerMetadata
                 sock.send_multipart([b"", struct.pack("<I", 0), self.name.encode(),
                                      self.version.encode(), str(self.input_type).encode(),
-                                     struct.pack("<I", 3)])
+                                     struct.pack("<I", 3), *([self.secret] if self.secret
+                                                             else [])])
+                self.registrations += 1
         elif msg_type == 1:  # ContainerContent
             msg_id = frames[3]
             (request_type,) = struct.unpack("<I", frames[4])

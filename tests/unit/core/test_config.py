@@ -1,6 +1,9 @@
+import json
+import stat
+
 import pytest
 
-from clipper_core.config import ClusterConfig
+from clipper_core.config import ClusterConfig, is_loopback, load_secrets, redact_url
 from clipper_core.exceptions import ValidationError
 
 
@@ -45,3 +48,38 @@ def test_an_endpoint_without_a_path_gets_the_traces_path():
     assert traces_url("http://c:4318") == "http://c:4318/v1/traces"
     assert traces_url("https://c:4318/") == "https://c:4318/v1/traces"
     assert traces_url("http://c/otlp/v1/traces") == "http://c/otlp/v1/traces"
+
+
+def test_secrets_are_generated_once_with_mode_0600(tmp_path):
+    path = tmp_path / "dir" / "secrets.json"
+    assert load_secrets(path) == {}
+    first = load_secrets(path, create=True)
+    assert sorted(first) == ["management_token", "redis_password", "replica_secret"]
+    assert len(set(first.values())) == 3 and all(len(v) >= 40 for v in first.values())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_secrets(path, create=True) == first
+
+
+def test_a_config_reads_its_unset_secrets_from_its_secrets_file(tmp_path):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"management_token": "tok-123", "replica_secret": "r"}))
+    path = tmp_path / "cluster.json"
+    ClusterConfig(secrets_file=str(secrets)).write(path)
+    config = ClusterConfig.from_file(path)
+    assert (config.management_token, config.replica_secret) == ("tok-123", "r")
+    assert "tok-123" not in path.read_text()
+    env = {"CLIPPER_SECRETS_FILE": str(secrets), "CLIPPER_MANAGEMENT_TOKEN": "own",
+           "CLIPPER_REQUIRE_MANAGEMENT_TOKEN": "true", "CLIPPER_ADMIT_LEGACY_REPLICAS": "0"}
+    config = ClusterConfig.from_env(env)
+    assert (config.management_token, config.replica_secret) == ("own", "r")
+    assert config.require_management_token is True and config.admit_legacy_replicas is False
+    secrets.write_text("{not json")
+    with pytest.raises(ValidationError, match="Cannot read the cluster's secrets"):
+        ClusterConfig.from_file(path)
+
+
+def test_loopback_and_redaction():
+    assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "192.0.2.2", "example.com", "", "::"]))
+    assert redact_url("redis://:pw@redis-1:6379/0") == "redis://:***@redis-1:6379/0"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"

@@ -10,7 +10,14 @@ def test_new_container_message_matches_the_spec_frames():
     assert frames == [b"", struct.pack("<I", 0), b"sum-model", b"1", b"3", struct.pack("<I", 3)]
     mtype, rest = p.parse_container_message(frames)
     assert mtype == p.MSG_NEW_CONTAINER
-    assert p.parse_new_container(rest) == ("sum-model", "1", 3, 3)
+    assert p.parse_new_container(rest) == ("sum-model", "1", 3, 3, None)
+
+
+def test_the_replica_secret_is_an_optional_last_frame():
+    frames = p.new_container_message("m", "1", 3, 4, "s3cret")
+    assert frames == [*p.new_container_message("m", "1", 3, 4), b"s3cret"]
+    assert p.parse_new_container(frames[2:]) == ("m", "1", 3, 4, b"s3cret")
+    assert p.parse_new_container([*frames[2:-1], b""])[4] is None
 
 
 def test_new_container_without_version_frame_reports_zero():

@@ -12,7 +12,8 @@ from clipper_core.types import CONTAINERLESS_MODEL_IMAGE, InputType, ModelVersio
 
 
 def test_dashboard_files_are_served_without_a_token(start_frontend) -> None:
-    mgmt = start_frontend(management_token="secret", query_port=4242)
+    mgmt = start_frontend(management_token="secret", require_management_token=True,
+                          query_port=4242)
     page = requests.get(f"{mgmt.base}/dashboard", timeout=10)
     assert page.status_code == 200
     assert page.headers["Content-Type"] == "text/html; charset=utf-8"

@@ -11,8 +11,11 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipper_core.frontend.management import ROUTES
+from clipper_core.config import ClusterConfig
+from clipper_core.exceptions import ValidationError
+from clipper_core.frontend.management import ROUTES, ManagementFrontend
 from clipper_core.store.redis import RedisStore
+from clipper_core.store.sqlite import SQLiteStore
 from clipper_core.testing.servers import RedisServer
 
 ADD_APP_SCHEMA = ('{"name" := string, "input_type" := "integers" | "bytes" | "floats" | '
@@ -147,7 +150,7 @@ def test_body_size_limit(start_frontend) -> None:
 
 # -- auth ---------------------------------------------------------------------------------
 def test_token_auth(start_frontend) -> None:
-    mgmt = start_frontend(management_token="s3cret")
+    mgmt = start_frontend(management_token="s3cret", require_management_token=True)
     assert requests.get(f"{mgmt.base}/admin/ping", timeout=5).text == "PONG"
     for headers in [None, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
                     {"Authorization": "Basic s3cret"}, {"Authorization": "Bearer "}]:
@@ -164,10 +167,40 @@ def test_token_auth(start_frontend) -> None:
 
 
 def test_every_route_needs_the_token(start_frontend) -> None:
-    mgmt = start_frontend(management_token="t")
+    mgmt = start_frontend(management_token="t", require_management_token=True)
     for path in ROUTES:
         resp = requests.post(mgmt.base + path.decode(), json={}, timeout=5)
         assert resp.status_code == 401, path
+
+
+def test_loopback_needs_no_token_but_checks_one_that_is_sent(start_frontend) -> None:
+    mgmt = start_frontend(management_token="s3cret")
+    assert mgmt.post("add_app", APP).status_code == 200
+    assert mgmt.post("get_all_applications", {},
+                     headers={"Authorization": "Bearer s3cret"}).json() == ["a"]
+    wrong = mgmt.post("get_all_applications", {}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert "secrets.json" in wrong.json()["cause"]
+
+
+@pytest.mark.parametrize("host", ["evil.example:1338", "192.0.2.9", "[fd00::1]:80"])
+def test_loopback_refuses_foreign_host_names(start_frontend, host) -> None:
+    """A page whose name was rebound to 127.0.0.1 sends its own name as Host."""
+    mgmt = start_frontend(management_token="s3cret")
+    resp = mgmt.post("get_all_applications", {}, headers={"Host": host})
+    assert resp.status_code == 403
+    assert "DNS rebinding" in resp.json()["cause"]
+    for ok in ["localhost:1338", "127.0.0.1", "[::1]:1338", "LOCALHOST"]:
+        assert mgmt.post("get_all_applications", {}, headers={"Host": ok}).status_code == 200
+    with_token = {"Host": host, "Authorization": "Bearer s3cret"}
+    assert mgmt.post("get_all_applications", {}, headers=with_token).status_code == 200
+
+
+def test_off_loopback_needs_a_token_to_start(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/state.db"
+    with pytest.raises(ValidationError, match="needs a management_token"):
+        ManagementFrontend(ClusterConfig(management_host="0.0.0.0", store_url=url),
+                           SQLiteStore.from_url(url))
 
 
 # -- robustness ---------------------------------------------------------------------------
@@ -189,11 +222,11 @@ def _raw(mgmt, payload: bytes) -> bytes:
 @pytest.mark.parametrize("payload", [
     b"\x00\x01\x02garbage\r\n\r\n",
     b"POST /admin/add_app HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-    b"POST /admin/add_app HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close"
+    b"POST /admin/add_app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close"
     b"\r\n\r\n\xff\xff\xff\xff\xff",
-    b"POST /admin/add_app HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    b"POST /admin/add_app HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
     b"Connection: close\r\n\r\n3\r\n{}}\r\n0\r\n\r\n",
-    b"GET /admin/%ff%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /admin/%ff%00 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
 ])
 def test_garbage_never_crashes_the_server(mgmt, payload) -> None:
     answer = _raw(mgmt, payload)
@@ -209,9 +242,9 @@ def test_deeply_nested_json(mgmt) -> None:
 
 def test_keep_alive_and_pipelining(mgmt) -> None:
     body = json.dumps({"verbose": False}).encode()
-    request = (b"POST /admin/get_all_models HTTP/1.1\r\nHost: x\r\nContent-Length: "
+    request = (b"POST /admin/get_all_models HTTP/1.1\r\nHost: localhost\r\nContent-Length: "
                + str(len(body)).encode() + b"\r\n\r\n" + body)
-    answer = _raw(mgmt, request * 3 + b"GET /admin/ping HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw(mgmt, request * 3 + b"GET /admin/ping HTTP/1.1\r\nHost: localhost\r\n"
                   b"Connection: close\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200 OK") == 4
     assert answer.endswith(b"PONG")

@@ -97,7 +97,7 @@ class TestFrontend:
 
     def wait_registration(self, timeout: float = 60) -> Registration:
         frames = self.wait_for(rpc.MSG_NEW_CONTAINER, timeout)
-        name, version, input_type, rpc_version = rpc.parse_new_container(frames[3:])
+        name, version, input_type, rpc_version, _ = rpc.parse_new_container(frames[3:])
         self.registered.add(frames[0])
         return Registration(frames[0], name, version, input_type, rpc_version)
 
