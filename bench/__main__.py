@@ -181,6 +181,10 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
                 measured[scenario.name] = ours
                 ref = ref or measured[scenario.reference]
                 recs += records(scenario, ours, ref, settings.fractions, settings.layout())
+            if traced:
+                traced_recs, meta["tracing"] = measure_traced(
+                    runner, Path(tmp) / "cluster-traced", traced, deps, cluster)
+                recs += traced_recs
             # the latency floor in every run without --only; the saturation profile on request
             profiles = [("floor", profile_floor)] if profile or not only else []
             profiles += [("profile", _profile)] if profile else []
@@ -194,10 +198,6 @@ def run(settings: Settings, only: list[str] | None, out: Path, profile: bool
                 recs += measure_selection(cluster, runner)
             if many:  # last: its registrations stay on the cluster
                 recs += measure_many(cluster, runner, ngx.port)
-        if traced:
-            traced_recs, meta["tracing"] = measure_traced(runner, Path(tmp) / "cluster-traced",
-                                                          traced, deps, measured)
-            recs += traced_recs
     lags = [m.open[r].send_lag_p99_ms for m in measured.values() for r in m.open]
     meta["generator_send_lag_p99_ms_max"] = max(lags) if lags else None
     meta["load_average_at_end"] = os.getloadavg()

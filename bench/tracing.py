@@ -2,9 +2,10 @@
 
 ``sum-traced`` and ``sum-traced-1pct`` each run on a cluster started with ``tracing_endpoint``
 set to an :class:`OtlpSink` (an OTLP/HTTP endpoint in the benchmark process, on the load
-generator's core like wrk, that decodes what it receives and counts the spans) and the SDK's
-``traceidratio`` sampler. Their records are against ``sum`` measured without tracing in the
-same run: ``ratio_qps`` is the share of throughput left with tracing on.
+generator's core like wrk, that decodes what it receives and counts the spans) and
+``tracing_sample_ratio`` 1 or 0.01, while the untraced cluster keeps running: every measurement
+alternates between the traced cluster and ``sum`` on the untraced one (as the other scenarios
+alternate with nginx), so ``ratio_qps`` is the share of throughput left with tracing on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from bench import BenchError
 from bench.cluster import Cluster
-from bench.runner import Measured, Runner, records
+from bench.runner import Runner, records
 from bench.workloads import Deployment, Scenario
 
 log = logging.getLogger("bench")
@@ -71,10 +72,10 @@ class OtlpSink:
 
 
 def measure_traced(runner: Runner, workdir: Path, chosen: list[Scenario],
-                   deps: list[Deployment], measured: dict[str, Measured]
+                   deps: list[Deployment], untraced: Cluster
                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Measure the traced scenarios, each on its own traced cluster; their records and, per
-    scenario, the spans the sink received."""
+    """Measure each traced scenario on its own traced cluster, interleaved with its reference
+    on the ``untraced`` one; their records and, per scenario, the spans the sink received."""
     settings = runner.settings
     recs: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
@@ -82,22 +83,20 @@ def measure_traced(runner: Runner, workdir: Path, chosen: list[Scenario],
         [dep] = [d for d in deps if d.app == scenario.app]
         folder = workdir / scenario.name
         with OtlpSink() as sink:
-            env = {"CLIPPER_TRACING_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": "traceidratio",
-                   "OTEL_TRACES_SAMPLER_ARG": str(scenario.traced)}
+            env = {"CLIPPER_TRACING_ENDPOINT": sink.url,
+                   "CLIPPER_TRACING_SAMPLE_RATIO": str(scenario.traced)}
             with Cluster(folder, env=env) as cluster:
                 cluster.deploy(dep)
                 cluster.wait_ready(scenario.app, scenario.body)
-                ours, _ = runner.measure(cluster.query_port, scenario)
-            mine = records(scenario, ours, measured[scenario.reference], settings.fractions,
-                           settings.layout())
+                ours, ref = runner.measure(cluster.query_port, scenario, untraced.query_port)
+            assert ref is not None
+            mine = records(scenario, ours, ref, settings.fractions, settings.layout())
         if not sink.spans:
             raise BenchError(f"the traced cluster exported no spans to {sink.url}; see the "
                              f"server log in {folder / 'logs'}")
-        answered = sum(r["answered"] for r in mine)
-        log.info("%s: %d spans in %d OTLP requests (%.1f MB) for %d measured queries",
-                 scenario.name, sink.spans, sink.posts, sink.bytes / 1e6, answered)
+        log.info("%s: %d spans in %d OTLP requests (%.1f MB)", scenario.name, sink.spans,
+                 sink.posts, sink.bytes / 1e6)
         meta[scenario.name] = {"sampled": scenario.traced, "spans": sink.spans,
-                               "otlp_requests": sink.posts, "otlp_bytes": sink.bytes,
-                               "measured_queries": answered}
+                               "otlp_requests": sink.posts, "otlp_bytes": sink.bytes}
         recs += mine
     return recs, meta

@@ -104,6 +104,17 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=f"{parts.username or ''}:***@{netloc}").geturl()
 
 
+def _ratio(value: Any) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        msg = f"tracing_sample_ratio must be a number from 0 to 1, found {value!r}"
+        raise ValidationError(msg)
+    return ratio
+
+
 def _roles(value: Any) -> tuple[str, ...]:
     roles = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
     unknown = [r for r in roles if r not in ROLES]
@@ -186,6 +197,11 @@ class ClusterConfig:
     tracing_endpoint: str | None = attrs.field(
         factory=lambda: os.environ.get(ENV_PREFIX + "TRACING_ENDPOINT"),
         converter=lambda value: value or None, validator=_tracing_endpoint)
+    #: The share of requests traced (those with a ``traceparent`` header follow their caller);
+    #: ``$CLIPPER_TRACING_SAMPLE_RATIO`` where the config is made, else 1.
+    tracing_sample_ratio: float = attrs.field(
+        factory=lambda: os.environ.get(ENV_PREFIX + "TRACING_SAMPLE_RATIO", 1.0),
+        converter=_ratio)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> ClusterConfig:

@@ -20,14 +20,14 @@ Every ``/predict`` and ``/v2/.../infer`` request is one trace (a part of the cal
 A batch serves queries of several requests: its span is a child of the first request's
 ``clipper.receive`` and links to the others'. Attributes: ``clipper.app``,
 ``clipper.model``, ``clipper.version``, ``clipper.batch_size`` and a few more (docs/tracing.md).
-The SDK's sampler (``OTEL_TRACES_SAMPLER``, every request by default) decides per request; a
-request it drops costs one non-recording span and nothing else.
+``tracing_sample_ratio`` (1 by default) is the share of requests traced; a request left out
+costs one random number.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
+from random import random
 from time import time_ns
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +41,7 @@ from clipper_core.batching.scheduler import (
     VersionQueue,
     Waiter,
 )
+from clipper_core.config import ClusterConfig
 from clipper_core.exceptions import ClipperError, PluginError
 
 try:
@@ -49,14 +50,13 @@ try:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise PluginError(
         "tracing_endpoint is set but OpenTelemetry is not installed: "
         "pip install 'clipper-core[tracing]'") from exc
-
-log = logging.getLogger(__name__)
 
 #: What an endpoint without a path (``http://collector:4318``) exports to.
 TRACES_PATH = "/v1/traces"
@@ -71,12 +71,15 @@ def traces_url(endpoint: str) -> str:
 class Tracing:
     """The tracer provider of one query frontend and the request being handled now."""
 
-    def __init__(self, endpoint: str, cluster_name: str, frontend_id: str) -> None:
-        self.provider = TracerProvider(resource=Resource.create({
-            "service.name": "clipper", "service.instance.id": frontend_id,
-            "clipper.cluster": cluster_name}))
+    def __init__(self, config: ClusterConfig) -> None:
+        # Requests without a traceparent are sampled here, before any span exists (cheaper
+        # than the SDK's samplers); the SDK follows the caller's flag for the others.
+        self.sample_ratio = config.tracing_sample_ratio
+        self.provider = TracerProvider(sampler=ParentBased(ALWAYS_ON), resource=Resource.create({
+            "service.name": "clipper", "service.instance.id": config.frontend_id,
+            "clipper.cluster": config.cluster_name}))
         self.provider.add_span_processor(BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=traces_url(endpoint))))
+            OTLPSpanExporter(endpoint=traces_url(config.tracing_endpoint or ""))))
         self.tracer = self.provider.get_tracer("clipper_core")
         #: The request whose ``_predict`` runs now (the query path is synchronous until the
         #: queries are queued), else None.
@@ -109,18 +112,25 @@ class Tracing:
         """``predict(route, ..., responder)``, each call a ``clipper.receive`` span (the child
         of the caller's span when the request has a valid ``traceparent`` header)."""
         tracer = self.tracer
+        ratio = self.sample_ratio
 
         def traced(route: Any, *args: Any) -> None:
             start = time_ns()
             headers = self.headers
             parent = headers.get(b"traceparent")
-            context = None if parent is None else self.propagator.extract({
-                "traceparent": parent.decode("latin-1"),
-                "tracestate": headers.get(b"tracestate", b"").decode("latin-1")})
+            if parent is None:
+                if ratio < 1.0 and random() >= ratio:
+                    predict(route, *args)
+                    return
+                context = None
+            else:
+                context = self.propagator.extract({
+                    "traceparent": parent.decode("latin-1"),
+                    "tracestate": headers.get(b"tracestate", b"").decode("latin-1")})
             span = tracer.start_span("clipper.receive", context, SpanKind.SERVER,
                                      start_time=start,
                                      attributes={"clipper.app": route.app.name})
-            # Not sampled (OTEL_TRACES_SAMPLER): no more spans for this request.
+            # The caller's traceparent says not sampled: no spans for this request.
             request = RequestTrace(self, span, start) if span.is_recording() else None
             # outer: None, unless a response sent just now let another request in
             outer, self.current = self.current, request

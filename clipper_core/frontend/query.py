@@ -186,8 +186,7 @@ class QueryFrontend:
             # Chosen once: with tracing off the query path is not touched at all.
             from clipper_core.tracing import Tracing
 
-            self._tracing = Tracing(config.tracing_endpoint, config.cluster_name,
-                                    config.frontend_id)
+            self._tracing = Tracing(config)
             scheduler_class = self._tracing.scheduler
         scheduler = self._scheduler = scheduler_class(
             loop, router.send_predict, cache, codec.render_output, self.metrics,

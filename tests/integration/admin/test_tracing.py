@@ -7,6 +7,7 @@ the body with OpenTelemetry's own protobuf messages (``ExportTraceServiceRequest
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -219,12 +220,12 @@ def test_a_failed_batch_has_an_error_status(traced, receiver, helpers):
     assert "this model always fails" in batch["message"]
 
 
-def test_the_sampler_chooses_which_requests_are_traced(start_cluster, receiver, helpers):
+def test_the_sample_ratio_chooses_which_requests_are_traced(start_cluster, receiver, helpers):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLIPPER_TRACING_ENDPOINT", receiver.url)
-        mp.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
-        mp.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+        mp.setenv("CLIPPER_TRACING_SAMPLE_RATIO", "0.5")
         conn = start_cluster("sampled")
+    assert json.loads(conn.cm.config_path.read_text())["tracing_sample_ratio"] == 0.5
     deploy(conn, helpers, ("sampled-warm-up", "sampled-app"))
     for i in range(40):
         assert helpers.predict(conn, "sampled-app", {"input": [float(i)]})["output"] == 3 * i

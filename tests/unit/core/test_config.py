@@ -40,6 +40,12 @@ def test_tracing_is_off_unless_an_otlp_http_endpoint_is_set(monkeypatch):
     assert ClusterConfig().tracing_endpoint == "http://collector:4318"
     with pytest.raises(ValidationError, match="OTLP/HTTP URL"):
         ClusterConfig(tracing_endpoint="collector:4317")
+    assert ClusterConfig().tracing_sample_ratio == 1.0
+    monkeypatch.setenv("CLIPPER_TRACING_SAMPLE_RATIO", "0.25")
+    assert ClusterConfig().tracing_sample_ratio == 0.25
+    for bad in ("often", 1.5, -0.1):
+        with pytest.raises(ValidationError, match="from 0 to 1"):
+            ClusterConfig(tracing_sample_ratio=bad)
 
 
 def test_an_endpoint_without_a_path_gets_the_traces_path():
