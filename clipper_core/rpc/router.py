@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -180,7 +181,9 @@ class RpcRouter:
                 return
             try:
                 self._handle(frames)
-            except Exception:  # a malformed message (or a bug) must not stall the socket
+            except (ValueError, struct.error) as exc:  # malformed: one line, no traceback
+                log.warning("dropped a malformed message from %r: %s", frames[0], exc)
+            except Exception:  # a bug must not stall the socket either
                 log.exception("dropped a message from %r that could not be handled", frames[0])
         self._schedule_drain()
 
