@@ -86,7 +86,7 @@ def test_a_hung_replica_is_retired_and_replaced(make_cluster: Callable[..., Clus
     started = time.monotonic()
     stuck = cluster.predict("hang", {"input": [13.0]})
     assert stuck["default"] is True and stuck["output"] == "none"
-    assert time.monotonic() - started < 2.0  # within the SLO (plus scheduling noise)
+    assert time.monotonic() - started < 5.0  # the SLO's default, not a wait for the model
     # Its heartbeats flow, yet the replica is found hung, told so, and exits...
     wait_for(lambda: exit_file.exists() and exit_file.read_text().strip(), timeout=20,
              what="the hung replica to exit")
@@ -98,7 +98,7 @@ def test_a_hung_replica_is_retired_and_replaced(make_cluster: Callable[..., Clus
 
 def test_an_input_that_kills_replicas_takes_down_at_most_two(
         make_cluster: Callable[..., Cluster]) -> None:
-    cluster = make_cluster(replica_timeout_s=1.0)
+    cluster = make_cluster(replica_timeout_s=2.0)
     cluster.add_model("kill", "1")
     cluster.add_app("kill", model="kill", slo_micros=15_000_000, default="none")
     replicas = [cluster.start_replica("kill", "1", exit_on_66) for _ in range(3)]
