@@ -156,9 +156,10 @@ class Runner:
                 ) -> tuple[Measured, Measured | None]:
         """c1, saturation and the open-loop sweep of one scenario.
 
-        With ``ref_port`` (nginx), every measurement of the scenario is interleaved with the
-        same measurement of the reference (same bodies; under :data:`BODY_PREFIX` when the
-        reference is ``nginx-body``), at the same offered rates for the open loop.
+        With ``ref_port`` (nginx, or the untraced cluster of a traced scenario), every
+        measurement of the scenario is interleaved with the same measurement of the reference
+        (same bodies; under :data:`BODY_PREFIX` when the reference is ``nginx-body``), at the
+        same offered rates for the open loop.
         """
         path = scenario.path
         targets = [Target(port, path)]
@@ -166,18 +167,19 @@ class Runner:
             prefix = BODY_PREFIX if scenario.reference == "nginx-body" else ""
             targets.append(Target(ref_port, prefix + path))
         body = scenario.body
+        ref = scenario.reference.removesuffix("-body")  # what the log calls the reference
         self.closed(targets[0], body, scenario.distinct, max(self.settings.connections),
                     self.settings.warmup)
         c1 = self.best_closed(targets, body, scenario.distinct, (1,))
         log.info("%s c1: p50 %.3f ms p99 %.3f ms%s", scenario.name, c1[0].p50_ms, c1[0].p99_ms,
-                 f" (nginx p50 {c1[1].p50_ms:.3f} ms)" if ref_port else "")
+                 f" ({ref} p50 {c1[1].p50_ms:.3f} ms)" if ref_port else "")
         sat = self.best_closed(targets, body, scenario.distinct, self.settings.connections)
         # the concurrency-1 run is a closed-loop run too: with a tight SLO it can give the most
         # predictions per second (every other query waits past its deadline)
         sat = [max(s, c, key=lambda w: w.qps) for s, c in zip(sat, c1, strict=True)]
         log.info("%s saturation: %.0f qps with %d connections (errors %d, defaults %d)%s",
                  scenario.name, sat[0].qps, sat[0].connections, sat[0].errors, sat[0].defaults,
-                 f" (nginx {sat[1].qps:.0f} qps)" if ref_port else "")
+                 f" ({ref} {sat[1].qps:.0f} qps)" if ref_port else "")
         points: list[dict[float, OpenLoopResult]] = [{} for _ in targets]
         for fraction in self.settings.fractions:
             # at least 1 qps: a scenario that answered nothing at saturation is still measured
@@ -187,7 +189,7 @@ class Runner:
             mine = points[0][rate]
             log.info("%s open %.0f qps: p50 %.3f ms p99 %.3f ms (defaults %d, errors %d)%s",
                      scenario.name, rate, mine.p50_ms, mine.p99_ms, mine.defaults, mine.errors,
-                     f" (nginx p50 {points[1][rate].p50_ms:.3f} ms)" if ref_port else "")
+                     f" ({ref} p50 {points[1][rate].p50_ms:.3f} ms)" if ref_port else "")
         measured = [Measured(c, s, o) for c, s, o in zip(c1, sat, points, strict=True)]
         return measured[0], (measured[1] if ref_port else None)
 
