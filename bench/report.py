@@ -146,14 +146,16 @@ def tracing_table(records: list[dict[str, Any]], tracing: dict[str, Any]) -> str
     lines = ["Tracing (`bench/tracing.py`): `sum` on a cluster exporting spans over OTLP/HTTP, "
              "against `sum` with tracing off (the default) in the same run:", "",
              "| scenario | requests traced | saturation qps | x tracing off | c1 p50 ms | "
-             "x tracing off | spans exported |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "x tracing off | server CPU µs/query | tracing off | spans exported |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, sink in tracing.items():
         sat, c1 = rec.get(f"{name}/saturation"), rec.get(f"{name}/c1")
         if sat and c1:
             lines.append(
                 f"| {name} | {sink['sampled']:.0%} | {_fmt(sat['qps'], 0)} | "
                 f"{_fmt(sat['ratio_qps'])} | {_fmt(c1['p50_ms'], 3)} | {_fmt(c1['ratio_p50'])} | "
-                f"{sink['spans']:,} |")
+                f"{_fmt(sink['server_cpu_us_per_query'], 1)} | "
+                f"{_fmt(sink['untraced_server_cpu_us_per_query'], 1)} | {sink['spans']:,} |")
     return "\n".join(lines)
 
 

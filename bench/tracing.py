@@ -11,6 +11,7 @@ alternate with nginx), so ``ratio_qps`` is the share of throughput left with tra
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from bench import BenchError
 from bench.cluster import Cluster
-from bench.runner import Runner, records
+from bench.runner import Runner, Target, records
 from bench.workloads import Deployment, Scenario
 
 log = logging.getLogger("bench")
@@ -89,14 +90,37 @@ def measure_traced(runner: Runner, workdir: Path, chosen: list[Scenario],
                 cluster.deploy(dep)
                 cluster.wait_ready(scenario.app, scenario.body)
                 ours, ref = runner.measure(cluster.query_port, scenario, untraced.query_port)
+                cpu = [server_cpu_per_query(runner, c, scenario) for c in (cluster, untraced)]
             assert ref is not None
             mine = records(scenario, ours, ref, settings.fractions, settings.layout())
+            mine.append({"scenario": f"{scenario.name}/server-cpu-per-query", "value": cpu[0],
+                         "unit": "µs", "detail": f"the server's CPU time per query under "
+                         f"saturation; {cpu[1]:.1f} µs with tracing off, measured after it"})
         if not sink.spans:
             raise BenchError(f"the traced cluster exported no spans to {sink.url}; see the "
                              f"server log in {folder / 'logs'}")
         log.info("%s: %d spans in %d OTLP requests (%.1f MB)", scenario.name, sink.spans,
                  sink.posts, sink.bytes / 1e6)
         meta[scenario.name] = {"sampled": scenario.traced, "spans": sink.spans,
-                               "otlp_requests": sink.posts, "otlp_bytes": sink.bytes}
+                               "otlp_requests": sink.posts, "otlp_bytes": sink.bytes,
+                               "server_cpu_us_per_query": cpu[0],
+                               "untraced_server_cpu_us_per_query": cpu[1]}
         recs += mine
     return recs, meta
+
+
+def server_cpu_per_query(runner: Runner, cluster: Cluster, scenario: Scenario) -> float:
+    """The CPU time (µs, all threads) the cluster's server process spends per query under a
+    closed-loop load: what the query path costs, whatever else the machine runs."""
+    pid = cluster.server_pid()
+    if pid is None:
+        raise BenchError("the cluster's server process is not running")
+    before = _cpu_seconds(pid)
+    load = runner.closed(Target(cluster.query_port, scenario.path), scenario.body,
+                         scenario.distinct, max(runner.settings.connections))
+    return (_cpu_seconds(pid) - before) * 1e6 / max(load.requests, 1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -193,8 +193,10 @@ def test_the_otlp_sink_counts_the_spans_a_real_exporter_sends():
 def test_the_tracing_table_compares_each_traced_scenario_with_sum():
     recs = [{"scenario": "sum-traced/saturation", "qps": 2000.0, "ratio_qps": 0.2},
             {"scenario": "sum-traced/c1", "p50_ms": 0.7, "ratio_p50": 1.75}]
-    table = tracing_table(recs, {"sum-traced": {"sampled": 1.0, "spans": 57853}})
-    assert "| sum-traced | 100% | 2,000 | 0.20 | 0.700 | 1.75 | 57,853 |" in table
+    table = tracing_table(recs, {"sum-traced": {
+        "sampled": 1.0, "spans": 57853, "server_cpu_us_per_query": 480.25,
+        "untraced_server_cpu_us_per_query": 95.5}})
+    assert "| sum-traced | 100% | 2,000 | 0.20 | 0.700 | 1.75 | 480.2 | 95.5 | 57,853 |" in table
 
 
 def test_soak_errors_count_only_broken_contracts():
