@@ -106,8 +106,11 @@ function forget(prefix, keep) {
 
 // -- versions and roles --------------------------------------------------------------------
 // Each model's traffic (get_traffic): its current version, the split's weights, its shadows.
+// Only a model with several versions can have canaries or shadows: only those are asked.
 async function fetchTraffic(models) {
-  const names = [...new Set(models.map(m => m.model_name))];
+  const count = {};
+  for (const m of models) count[m.model_name] = (count[m.model_name] || 0) + 1;
+  const names = Object.keys(count).filter(name => count[name] > 1);
   return Object.fromEntries(await Promise.all(names.map(async name => {
     try {
       return [name, await admin("get_traffic", { model_name: name })];
@@ -120,9 +123,14 @@ async function fetchTraffic(models) {
 
 // "<model>:<version>" -> [{ role, text }]: current, canary (a split's other versions with a
 // weight) and shadow, with each version's share of the split.
-function roles(traffic) {
+function roles(models, traffic) {
   const out = {};
   const add = (id, role, text) => (out[id] = out[id] || []).push({ role, text });
+  for (const m of models) {
+    if (m.is_current_version && !(m.model_name in traffic)) {
+      add(`${m.model_name}:${m.model_version}`, "current", "current");
+    }
+  }
   for (const [model, t] of Object.entries(traffic)) {
     const weights = t.split || {};
     const total = Object.values(weights).reduce((a, b) => a + b, 0);
@@ -183,7 +191,7 @@ function renderApps(apps, models, now) {
 function renderModels(models, traffic, replicas, now) {
   const body = document.querySelector("#models tbody");
   const charts = document.getElementById("model-charts");
-  const roleOf = roles(traffic);
+  const roleOf = roles(models, traffic);
   const keys = new Set();
   const connected = {};
   for (const r of replicas) connected[r.model_id] = (connected[r.model_id] || 0) + 1;
