@@ -40,6 +40,9 @@ _MAX_IN_FLIGHT = 256
 MAX_URL_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 100
+#: Seconds a stopping server keeps reading idle keep-alive connections, to answer a request
+#: already on its way rather than drop it with the connection.
+IDLE_GRACE_S = 0.1
 
 
 def error_body(error: str, cause: str) -> bytes:
@@ -376,16 +379,23 @@ class HttpConnection(asyncio.Protocol):
             responder.send(status, body, extra_headers=((b"Retry-After", b"1"),))
 
     def shutdown(self) -> None:
-        """Stop taking requests; close once the received ones are answered."""
+        """Stop taking requests; close once the received ones are answered.
+
+        An idle connection keeps reading for a moment (see :meth:`close_if_idle`): a request
+        the client sent just before the stop is answered (with ``Connection: close``) instead
+        of being dropped with the connection."""
         self.closing = True
         if self._failed and self.transport is not None and not self._pending:
             self.transport.close()
             self.transport = None
-        if self.transport is None or self._started_at > 0:
+        if self.transport is None or self._started_at > 0 or not self._pending:
             return  # a request being received is read to its end and answered
         self._reading_paused = True
         self.transport.pause_reading()
-        if not self._pending:
+
+    def close_if_idle(self) -> None:
+        """Close a connection that has no request in progress or unanswered."""
+        if self.transport is not None and not self._pending and self._started_at == 0:
             self.transport.close()
             self.transport = None
 
@@ -463,15 +473,21 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop listening, answer the requests received (up to ``drain_timeout_s``; those still
-        unanswered then get 503 with ``Retry-After``), close."""
+        unanswered then get 503 with ``Retry-After``), close. Idle connections are closed
+        after :data:`IDLE_GRACE_S`; a request arriving on one before that is answered."""
         self.stopping = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
             conn.shutdown()
-        deadline = time.monotonic() + self.drain_timeout_s
+        now = time.monotonic()
+        deadline, idle_until = now + self.drain_timeout_s, now + min(IDLE_GRACE_S,
+                                                                     self.drain_timeout_s)
         while any(c.transport is not None for c in self.connections) \
                 and time.monotonic() < deadline:
+            if time.monotonic() >= idle_until:
+                for conn in list(self.connections):
+                    conn.close_if_idle()
             await asyncio.sleep(0.02)
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -303,3 +303,23 @@ def test_half_closed_client_gets_its_late_answers_then_eof():
     data = run(exchange())
     assert data.count(b"HTTP/1.1 200 OK") == 2
     assert data.index(b'{"later":true}') < data.index(b'"path":"/now"')
+
+
+def test_stop_answers_a_request_arriving_on_an_idle_connection():
+    async def exchange():
+        server = HttpServer(handler)
+        await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /first HTTP/1.1\r\n\r\n")
+        first = await reader.readuntil(b'"query":""}')
+        stopping = asyncio.ensure_future(server.stop())
+        await asyncio.sleep(0)  # the stop has begun: the connection is idle, not closed yet
+        writer.write(b"GET /second HTTP/1.1\r\n\r\n")
+        second = await asyncio.wait_for(reader.read(), timeout=5)
+        await stopping
+        return first, second
+
+    first, second = run(exchange())
+    assert first.startswith(b"HTTP/1.1 200 OK")
+    assert second.startswith(b"HTTP/1.1 200 OK") and b'"path":"/second"' in second
+    assert b"Connection: close" in second
