@@ -149,7 +149,7 @@ def test_dashboard_shows_live_charts_under_load_and_runs_actions(cluster, page, 
                          json={"input": [1.0, 2.0]}, timeout=10).json()["output"] == 6.0
 
 
-def test_versions_show_the_traffic_split_and_the_shadows(cluster, page, helpers):
+def test_versions_show_the_traffic_split_and_the_shadows(cluster, page, helpers, tmp_path):
     python_deployer.deploy_python_closure(cluster, "dash-model", 3, "doubles", tripler)
     cluster.set_traffic_split("dash-model", {"3": 3, "1": 1})
     cluster.set_shadow_versions("dash-model", ["2"])
@@ -159,6 +159,7 @@ def test_versions_show_the_traffic_split_and_the_shadows(cluster, page, helpers)
     expect(page.locator('[data-model="dash-model:2"] .roles')).to_have_text("shadow")
     expect(page.locator('[data-model="broken-model:1"] .roles')).to_have_text("current")
     expect(page.locator('[data-model="dash-model:1"] .badge.canary')).to_be_visible()
+    screenshot(page, "dashboard-traffic.png", tmp_path)
 
     cluster.rollback("dash-model")  # back to version 3 alone: the page follows
     expect(page.locator('[data-model="dash-model:1"] .roles')).to_have_text("")
