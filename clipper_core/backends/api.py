@@ -97,8 +97,11 @@ class ContainerManager(ABC):
     #: The token the management API wants (``Authorization: Bearer``), known after
     #: start_clipper or connect; None when the cluster has none.
     management_token: str | None = None
-    #: The CA certificate clients verify the frontends' HTTPS with; None for plain HTTP.
-    tls_ca_file: str | None = None
+
+    @property
+    def tls_ca_file(self) -> str | None:
+        """The certificate clients verify the frontends' HTTPS with; None for plain HTTP."""
+        return None
 
     @abstractmethod
     def start_clipper(

@@ -67,6 +67,9 @@ CONTAINER_START_TIMEOUT_S = 60.0
 #: Where the Docker engine's socket is on the Docker host (mounted into the supervisor).
 DOCKER_SOCKET = "/var/run/docker.sock"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1")
+#: Where the frontends find the TLS certificate and key (mounted read-only).
+_TLS_FILES = {"CLIPPER_TLS_CERT_FILE": "/run/clipper-tls/cert.pem",
+              "CLIPPER_TLS_KEY_FILE": "/run/clipper-tls/key.pem"}
 #: Redis's command line: the password comes from the environment into a config file, so it
 #: never shows in a process list.
 _REDIS_COMMAND = ["sh", "-c", 'printf "requirepass %s\n" "$REDIS_PASSWORD" > /tmp/auth.conf '
@@ -132,7 +135,16 @@ class DockerContainerManager(ContainerManager):
         docker_network: str = "clipper_network",
         extra_container_kwargs: dict[str, Any] | None = None,
         base_image: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> None:
+        """With ``tls_cert_file`` and ``tls_key_file`` (PEM files on the Docker host), both
+        frontends speak HTTPS only."""
+        if bool(tls_cert_file) != bool(tls_key_file):
+            msg = "TLS needs both tls_cert_file and tls_key_file"
+            raise ClipperException(msg)
+        self.tls_cert_file = str(Path(tls_cert_file).resolve()) if tls_cert_file else None
+        self.tls_key_file = str(Path(tls_key_file).resolve()) if tls_key_file else None
         self.cluster_name = cluster_name
         self.public_hostname = docker_ip_address
         self.use_centralized_log = use_centralized_log
@@ -162,6 +174,20 @@ class DockerContainerManager(ContainerManager):
         self.management_token: str | None = None
         #: What replicas present on the RPC port (known after start_clipper or connect).
         self.replica_secret: str | None = None
+
+    @property
+    def tls_ca_file(self) -> str | None:
+        """The certificate clients verify the frontends with (None: plain HTTP)."""
+        return self.tls_cert_file
+
+    def _tls(self) -> dict[str, Any]:
+        """The environment and volumes that give a frontend container TLS (or nothing)."""
+        if not self.tls_cert_file or not self.tls_key_file:
+            return {}
+        sources = {"CLIPPER_TLS_CERT_FILE": self.tls_cert_file,
+                   "CLIPPER_TLS_KEY_FILE": self.tls_key_file}
+        return {"environment": _TLS_FILES, "volumes": {
+            sources[key]: {"bind": path, "mode": "ro"} for key, path in _TLS_FILES.items()}}
 
     @property
     def secrets_path(self) -> Path:
@@ -260,6 +286,9 @@ class DockerContainerManager(ContainerManager):
         common_env = {"CLIPPER_CLUSTER_NAME": self.cluster_name, "CLIPPER_STORE_URL": store_url}
 
         mgmt_host = "127.0.0.1" if self.public_hostname in _LOCAL_HOSTS else None
+        tls = self._tls()
+        common_env.update(tls.get("environment", {}))
+        volumes = tls.get("volumes", {})
         mgmt = self._run(
             mgmt_image, "mgmt_frontend", {CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL: ""},
             {CLIPPER_INTERNAL_MANAGEMENT_PORT:
@@ -267,7 +296,8 @@ class DockerContainerManager(ContainerManager):
             environment={**common_env, "CLIPPER_ROLES": "management",
                          "CLIPPER_MANAGEMENT_HOST": "0.0.0.0",
                          "CLIPPER_MANAGEMENT_TOKEN": secrets["management_token"],
-                         "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})
+                         "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)},
+            volumes=volumes)
         queries = [self._run(
             query_image, "query_frontend",
             {CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL: "", CLIPPER_QUERY_FRONTEND_ID_LABEL: str(i)},
@@ -281,7 +311,8 @@ class DockerContainerManager(ContainerManager):
                          "CLIPPER_FRONTEND_ID": str(i),
                          "CLIPPER_REPLICA_SECRET": secrets["replica_secret"],
                          "CLIPPER_CACHE_SIZE": str(cache_size),
-                         "CLIPPER_REQUEST_TIMEOUT_S": str(qf_http_timeout_request)})
+                         "CLIPPER_REQUEST_TIMEOUT_S": str(qf_http_timeout_request)},
+            volumes=volumes)
             for i in range(num_frontend_replicas)]
         self._run(
             supervisor_image, "supervisor", {CLIPPER_SUPERVISOR_LABEL: ""}, {},
@@ -336,6 +367,9 @@ class DockerContainerManager(ContainerManager):
             env.update(_environment(container))
         self.management_token = env.get("CLIPPER_MANAGEMENT_TOKEN")
         self.replica_secret = env.get("CLIPPER_REPLICA_SECRET")
+        mounts = {m["Destination"]: m["Source"] for m in frontends[-1].attrs.get("Mounts", ())}
+        self.tls_cert_file = mounts.get(_TLS_FILES["CLIPPER_TLS_CERT_FILE"])
+        self.tls_key_file = mounts.get(_TLS_FILES["CLIPPER_TLS_KEY_FILE"])
         self.logger.info("Connected to cluster: query %s, management %s",
                          self.get_query_addr(), self.get_admin_addr())
 

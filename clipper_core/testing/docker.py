@@ -81,12 +81,13 @@ def base_image(image: str = BASE_IMAGE) -> Iterator[str]:
             os.environ["CLIPPER_BASE_IMAGE"] = previous
 
 
-def new_manager(prefix: str) -> DockerContainerManager:
-    """A manager of a fresh cluster ``<prefix>-<6 hex>`` whose host ports are all free."""
+def new_manager(prefix: str, **kwargs: Any) -> DockerContainerManager:
+    """A manager of a fresh cluster ``<prefix>-<6 hex>`` whose host ports are all free
+    (``kwargs``: more constructor arguments)."""
     return DockerContainerManager(
         cluster_name=f"{prefix}-{uuid.uuid4().hex[:6]}",
         clipper_query_port=find_unbound_port(0), clipper_management_port=find_unbound_port(0),
-        clipper_rpc_port=find_unbound_port(0), redis_port=find_unbound_port(0))
+        clipper_rpc_port=find_unbound_port(0), redis_port=find_unbound_port(0), **kwargs)
 
 
 def remove_model_images(cluster_name: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,8 @@ import redis
 import requests
 
 from clipper_admin import ClipperConnection
-from clipper_core.backends.docker import CLIPPER_REDIS_CONTAINER_LABEL
+from clipper_core.backends.docker import CLIPPER_REDIS_CONTAINER_LABEL, DockerContainerManager
+from clipper_core.testing.docker import new_manager
 
 pytestmark = pytest.mark.docker
 
@@ -45,3 +48,27 @@ def test_the_management_api_needs_the_token(shared_conn: ClipperConnection) -> N
     again.connect()
     assert again.cm.management_token == token
     assert again.get_all_apps() == ok.json()
+
+
+def test_tls_on_both_frontends(docker_engine: Any, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cm = new_manager("h4-tls", tls_cert_file=str(cert), tls_key_file=str(key))
+    conn = ClipperConnection(cm)
+    try:
+        conn.start_clipper()
+        conn.register_application("tls-app", "doubles", "DEFAULT", 100_000)
+        answer = requests.post(f"https://{conn.get_query_addr()}/tls-app/predict",
+                               json={"input": [1.0]}, verify=str(cert), timeout=10)
+        assert answer.status_code == 200 and answer.json()["default"] is True
+        again = ClipperConnection(DockerContainerManager(cluster_name=cm.cluster_name))
+        again.connect()
+        assert again.cm.tls_ca_file == str(cert.resolve())
+        assert again.get_all_apps() == ["tls-app"]
+        with pytest.raises(requests.ConnectionError):
+            requests.post(f"http://{conn.get_query_addr()}/tls-app/predict",
+                          json={"input": [1.0]}, timeout=10)
+    finally:
+        conn.stop_all(graceful=False)
