@@ -25,8 +25,10 @@ from clipper_core.backends.api import (
     CLIPPER_MODEL_CONTAINER_LABEL,
     CLIPPER_NAME_LABEL,
     CLIPPER_QUERY_FRONTEND_ID_LABEL,
+    REPLICA_LOG_TAIL,
     ClusterAdapter,
     ContainerManager,
+    ReplicaState,
     create_model_container_label,
 )
 from clipper_core.backends.docker import DockerContainerManager, is_default_frontend_image
@@ -379,6 +381,49 @@ class KubernetesContainerManager(ContainerManager):
             manifests.model_name(self.cluster_name, name, str(version), 0), self.namespace)
         return 0 if status == 404 else int(dep.spec.replicas)
 
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        """A replica pod has failed when it cannot start by waiting (a crash loop, an image
+        that cannot be pulled), its phase is Failed, or its container exited or was restarted
+        and has not become ready (loaded its model) since. Terminating pods are left out."""
+        label = create_model_container_label(name, str(version))
+        states = []
+        for pod in self._pods({CLIPPER_DOCKER_LABEL: self.cluster_name,
+                               CLIPPER_MODEL_CONTAINER_LABEL: label}):
+            if pod.metadata.deletion_timestamp is not None:
+                continue
+            ready = _is_ready(pod)
+            statuses = pod.status.container_statuses or []
+            restarts = sum(s.restart_count or 0 for s in statuses)
+            exited = [t for t in map(_last_exit, statuses) if t is not None]
+            problem = _pod_problem(pod)
+            failed = (problem is not None or pod.status.phase == "Failed"
+                      or (bool(exited) and not ready))
+            detail = f"{pod.status.phase}, {'ready' if ready else 'not ready'}"
+            if problem is not None:
+                detail += f", {problem[0]}"
+            if exited:
+                detail += (f", last exit code {exited[0].exit_code} ({exited[0].reason}), "
+                           f"restarted {restarts} times by Kubernetes")
+            tail = "\n".join(self._container_log(pod, c.name, REPLICA_LOG_TAIL, bool(restarts))
+                             for c in pod.spec.containers)
+            states.append(ReplicaState(f"pod {pod.metadata.name}", failed, detail, tail))
+        return states
+
+    def _container_log(self, pod: Any, container: str, lines: int, previous_first: bool) -> str:
+        """The last ``lines`` log lines of a container of ``pod``: of its previous run first
+        when ``previous_first`` (a restarted container), else of its current one; ``""`` when
+        it has no log (it never started)."""
+        for previous in (previous_first, False):
+            try:
+                log = self.core.read_namespaced_pod_log(
+                    pod.metadata.name, self.namespace, container=container, tail_lines=lines,
+                    previous=previous)
+            except Exception:  # no log (the container never started)
+                continue
+            if log:
+                return str(log).rstrip()
+        return ""
+
     def set_num_replicas(
         self, name: str, version: str, input_type: str, image: str, num_replicas: int
     ) -> None:
@@ -459,16 +504,9 @@ class KubernetesContainerManager(ContainerManager):
         event_lines = "\n".join(f"  {e.type} {e.reason}: {e.message}" for e in events[-8:])
         log_lines = ""
         for container in pod.spec.containers:
-            for previous in (reason == "CrashLoopBackOff", False):
-                try:
-                    log = self.core.read_namespaced_pod_log(
-                        name, self.namespace, container=container.name, tail_lines=20,
-                        previous=previous)
-                except Exception:  # no log (the container never started)
-                    continue
-                if log:
-                    log_lines += f"\n[{container.name}]\n{log.rstrip()}"
-                    break
+            log = self._container_log(pod, container.name, 20, reason == "CrashLoopBackOff")
+            if log:
+                log_lines += f"\n[{container.name}]\n{log}"
         hint = _HINTS.get(reason, "")
         return (f"pod {name} of {what} is {reason}" + (f": {message}" if message else "")
                 + (f". Likely cause: {hint}" if hint else "")
@@ -565,6 +603,14 @@ class KubernetesContainerManager(ContainerManager):
 
 def _is_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def _last_exit(status: Any) -> Any:
+    """How a container last exited (``V1ContainerStateTerminated``), None if it never did."""
+    for state in (status.state, status.last_state):
+        if state is not None and state.terminated is not None:
+            return state.terminated
+    return None
 
 
 def _pod_problem(pod: Any) -> tuple[str, str] | None:

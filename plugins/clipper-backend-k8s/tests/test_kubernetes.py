@@ -90,6 +90,9 @@ def test_quickstart_answers_6_6(kh: Any, shared_conn: ClipperConnection) -> None
     frontend_rpc = conn.cm.core.read_namespaced_service(
         f"query-frontend-0-at-{conn.cm.cluster_name}", "default")
     assert env["CLIPPER_IP"] == frontend_rpc.spec.cluster_ip
+    (state,) = conn.cm.replica_states("sum-model", "1")
+    assert (state.replica, state.failed, state.detail) == (
+        f"pod {pod.metadata.name}", False, "Running, ready")
 
 
 def test_start_clipper_again_converges(shared_conn: ClipperConnection) -> None:
@@ -260,6 +263,20 @@ def test_failed_rollout_names_the_pod_and_its_events(shared_conn: ClipperConnect
     assert "ErrImagePull" in text or "ImagePullBackOff" in text
     assert "Its last events" in text
     shared_conn.cm.stop_models({"ghost": ["1"]})
+
+
+def test_replica_states_report_a_crash_loop_with_its_log(shared_conn: ClipperConnection,
+                                                         closure_image: str) -> None:
+    # The closure image alone has no bundle in /model: its runtime exits at once.
+    with pytest.raises(ClipperException, match="CrashLoopBackOff"):
+        shared_conn.deploy_model("no-bundle", "1", "doubles", closure_image)
+    (state,) = shared_conn.cm.replica_states("no-bundle", "1")
+    assert state.replica.startswith("pod no-bundle-1-deployment-at-0-at-")
+    assert state.failed
+    assert "last exit code 2" in state.detail and "restarted" in state.detail
+    assert "/model is not a model bundle" in state.log_tail
+    shared_conn.cm.stop_models({"no-bundle": ["1"]})
+    assert shared_conn.cm.replica_states("no-bundle", "1") == []
 
 
 @pytest.fixture
