@@ -3,7 +3,10 @@
 # source package: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a kubelet whose
 # pods are containers of the machine's dockerd (built-in dockershim), and kube-proxy (iptables).
 #
-#   scripts/kube-local.sh build    build the binaries and cache them (only when missing)
+#   scripts/kube-local.sh fetch    install the build's Debian packages and download the source
+#                                  (the apt part of build; nothing to do when done)
+#   scripts/kube-local.sh build    build the binaries and cache them (only when missing); a
+#                                  second build waits for a running one and then finds them
 #   scripts/kube-local.sh start    build if needed, start the cluster, wait until the node is Ready;
 #                                  the last line printed is `export KUBECONFIG=<path>`
 #   scripts/kube-local.sh status   exit 0 when the cluster answers, 1 otherwise
@@ -82,12 +85,26 @@ patch_source() {
     grep -q 'defaultSandboxOOMAdj int = 0' "$k/pkg/kubelet/dockershim/docker_sandbox.go" || die "the sandbox OOM patch did not apply"
 }
 
-build() {
+fetch() {
     need_root
-    if binaries_present; then log "binaries are cached in $BIN"; return 0; fi
+    binaries_present && return 0
     apt_install etcd-server golang-go dpkg-dev jq rsync openssl curl gcc libc6-dev conntrack iptables \
         golang-github-modern-go-reflect2-dev
     fetch_source
+}
+
+build() {
+    need_root
+    mkdir -p "$HOME_DIR"
+    exec 9>"$HOME_DIR/build.lock"
+    flock 9   # one build at a time (scripts/test-all.sh may run one in the background)
+    compile
+    exec 9>&-  # releases the lock, which the daemons `start` launches must not inherit
+}
+
+compile() {
+    if binaries_present; then log "binaries are cached in $BIN"; return 0; fi
+    fetch
     local src; src=$(ls -d "$BUILD"/kubernetes-1.20.*/ | head -1); src=${src%/}
     patch_source "$src"
     # pkg/generated/openapi is not in the tarball.
@@ -275,9 +292,10 @@ stop() {
 }
 
 case "${1:-}" in
+    fetch) fetch ;;
     build) build ;;
     start) start ;;
     status) status ;;
     stop) stop ;;
-    *) echo "usage: $0 build|start|status|stop" >&2; exit 2 ;;
+    *) echo "usage: $0 fetch|build|start|status|stop" >&2; exit 2 ;;
 esac

@@ -64,7 +64,7 @@ Progress = Callable[[str], None]
 
 #: Directories never copied into a wheel build (anywhere in the tree).
 _IGNORED = (".git", ".nox", ".venv", "build", "dist", "__pycache__", "*.egg-info", ".pytest_cache",
-            ".ruff_cache")
+            ".ruff_cache", ".hypothesis", ".mypy_cache")
 #: Top-level directories of the clipper-core checkout that are not part of its wheel.
 _CORE_ROOT_IGNORED = {"tests", "bench", "plugins", "docs", "rclipper", "docker", "scripts"}
 
