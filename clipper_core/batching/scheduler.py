@@ -25,6 +25,8 @@
   version takes it); with no replica left, the queued queries get the default output at once.
   A query is re-sent at most ``max_retries`` times, and always alone: an input that makes
   replicas exit takes at most ``max_retries + 1`` of them down, and no other query with it.
+  Such an input is then remembered for :data:`POISON_MEMORY_S`: sent again (a client
+  retrying it), it gets the same answer at once instead of taking more replicas down.
 * A batch unanswered ``batch_timeout_s`` after it was sent, and after the deadlines of all its
   queries, means the replica hangs (its heartbeats may still flow): the scheduler has it
   retired (:class:`~clipper_core.rpc.router.RpcRouter` drops it and tells it to exit, so its
@@ -37,6 +39,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
@@ -53,6 +56,10 @@ VERSIONS_HEADER = b"Clipper-Model-Versions"
 NO_MODELS = "No connected models found for query"
 #: Seconds between two sweeps of the queues for expired queries.
 SWEEP_INTERVAL_S = 0.25
+#: Seconds an input that was lost with too many replicas is answered without a replica...
+POISON_MEMORY_S = 300.0
+#: ...and how many such inputs are remembered (the oldest are forgotten first).
+MAX_POISONED = 1024
 
 
 class Waiter(Protocol):
@@ -208,6 +215,8 @@ class Scheduler:
         self.queues: dict[tuple[str, str], VersionQueue] = {}
         self.batch_sizes: dict[tuple[str, str], int] = {}
         self.pending: dict[Hashable, Task] = {}
+        #: Keys of inputs lost with too many replicas: ``(explanation, forgotten at)``.
+        self.poisoned: OrderedDict[Hashable, tuple[str, float]] = OrderedDict()
         self.inflight: dict[int, Batch] = {}
         self._dirty: set[VersionQueue] = set()
         self._seq = itertools.count()
@@ -308,6 +317,8 @@ class Scheduler:
         if task is not None:
             task.waiters.append((waiter, index, deadline))
             return
+        if self.poisoned and self._poisoned(key, waiter, index, now):
+            return
         task = Task(key, data, deadline, now, waiter, index)
         self.pending[key] = task
         heapq.heappush(queue.heap, (deadline, next(self._seq), task))
@@ -316,6 +327,17 @@ class Scheduler:
             if not self._dirty:
                 self.loop.call_soon(self._dispatch_dirty)
             self._dirty.add(queue)
+
+    def _poisoned(self, key: Hashable, waiter: Waiter, index: int, now: float) -> bool:
+        """Answer a query whose input took replicas down lately with the same explanation."""
+        entry = self.poisoned.get(key)
+        if entry is None:
+            return False
+        if entry[1] <= now:
+            del self.poisoned[key]
+            return False
+        waiter.resolve(index, None, entry[0])
+        return True
 
     def _dispatch_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()
@@ -504,9 +526,13 @@ class Scheduler:
         for task in tasks:
             task.attempts += 1
             if task.attempts > self.max_retries:
-                self._fail(task, f"Model error: {task.attempts} replicas were lost while "
-                                 f"answering this query (the last one {why}); it is not "
-                                 "sent again")
+                explanation = (f"Model error: {task.attempts} replicas were lost while "
+                               f"answering this query (the last one {why}); it is not sent "
+                               "again")
+                self.poisoned[task.key] = (explanation, self.loop.time() + POISON_MEMORY_S)
+                if len(self.poisoned) > MAX_POISONED:
+                    self.poisoned.popitem(last=False)
+                self._fail(task, explanation)
                 continue
             heapq.heappush(queue.heap, (task.deadline, next(self._seq), task))
             queue.bytes += len(task.data)

@@ -111,3 +111,6 @@ def test_an_input_that_kills_replicas_takes_down_at_most_two(
     cluster.wait_replicas("kill", "1", 1)
     assert cluster.predict("kill", {"input": [1.0, 1.0]}) == {
         "query_id": poisoned["query_id"] + 1, "output": 2.0, "default": False}
+    again = cluster.predict("kill", {"input": [66.0]})  # a client retrying it
+    assert again["default_explanation"] == poisoned["default_explanation"]
+    assert cluster.predict("kill", {"input": [2.0]})["output"] == 2.0  # the last one lives

@@ -398,6 +398,11 @@ def test_a_query_lost_with_replicas_is_retried_once_and_alone() -> None:
         assert fragment is None and explanation.startswith("Model error: 2 replicas were lost")
         assert "was silent" in explanation
         assert queue.heap == [] and queue.retrying == 0 and queue.bytes == 0
+        again = Waiter()  # a client sends it again: answered at once, no replica lost
+        now = h.loop.time()
+        h.scheduler.submit_request(queue, [b"poison", b"new"], now + 10, now, again)
+        assert again.results == {0: (None, explanation)}
+        assert h.sent[-1][2] == [b"new"]
     run(main())
 
 
