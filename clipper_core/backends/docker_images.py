@@ -5,7 +5,8 @@ Images (Dockerfiles in ``clipper_core/images/``, also linked from ``docker/``)::
     clipper/core:<v>               base image + clipper-core in /opt/clipper (a venv)
     clipper/server:<v>             python -m clipper_core.server --from-env (query / management)
     clipper/python-closure:<v>     python -m clipper_core.runtime, CLIPPER_MODEL_PATH=/model
-    clipper/<deployer>-closure:<v> python-closure + a framework deployer's plugin and packages
+    clipper/<deployer>-closure:<v> the same runtime with a framework deployer's plugin and
+                                   packages, FROM the base image (framework layers first)
     clipper/redis:<v>              Debian's redis-server
     clipper/noop-container:<version>   the original's test model: "1.0" to every input
     clipper/python-closure-container:<version>, clipper/python3{5,6,7}-closure-container:<version>
@@ -318,7 +319,12 @@ class ImageBuilder:
                            parent_ref=self.base_image)
 
     def deployer(self, deployer_name: str) -> str:
-        """The image bundles of ``deployer_name`` run in (built from the plugin's declarations)."""
+        """The image bundles of ``deployer_name`` run in (built from the plugin's declarations).
+
+        It is built FROM the base image with what changes least first (apt packages, then the
+        framework's wheels and every dependency, then clipper-core and the plugin), so that
+        Docker's build cache keeps the framework's layers when only clipper-core changes.
+        """
         if deployer_name == "python":
             return self.closure()
         if deployer_name in self._done:
@@ -329,29 +335,29 @@ class ImageBuilder:
         registry = deployers(pm)
         klass = registry.get(deployer_name)
         dist_name = _distribution_of(registry.providers[deployer_name], pm)
-        closure = self.closure()
-        source = _Source(dist_name, klass.__module__) if dist_name else None
+        core = _Source("clipper-core", "clipper_core")
+        sources = [core] + ([_Source(dist_name, klass.__module__)] if dist_name else [])
         requirements = list(klass.image_requirements)
         apt = " ".join(klass.image_apt_packages)
         commands = " && ".join(klass.image_commands)
         tag = image_tag(f"{deployer_name}-closure", self.base_image)
         dockerfile = _template("deployer")
-        key = _digest("deployer", dockerfile, self._image_id(closure), requirements, apt,
-                      commands, source.digest() if source else None)
+        key = _digest("deployer", dockerfile, self.ensure_present(self.base_image), requirements,
+                      apt, commands, [source.digest() for source in sources])
         if not self._up_to_date(tag, key):
             with tempfile.TemporaryDirectory(prefix="clipper-image-") as ctx:
-                python = self.python_version(closure)
-                wheels = Path(ctx, "wheels")
-                if source is not None:
-                    # The plugin's wheel and clipper-core's, so that pip resolves both locally.
-                    _Source("clipper-core", "clipper_core").build_wheel(wheels, self.progress)
-                    source.build_wheel(wheels, self.progress)
-                    requirements.insert(0, f"{source.dist_name}=={source.version}")
-                wheels.mkdir(exist_ok=True)
-                self.requirement_wheels(requirements, wheels, closure)
-                Path(ctx, "requirements.txt").write_text("\n".join(requirements) + "\n")
+                python = self.python_version(self.base_image)
+                deps, wheels = Path(ctx, "deps"), Path(ctx, "wheels")
+                # The local wheels sit among the dependencies while pip resolves them all.
+                local = [source.build_wheel(deps, self.progress) for source in sources]
+                self.requirement_wheels(
+                    [f"{source.dist_name}=={source.version}" for source in sources]
+                    + requirements, deps, self.base_image)
+                wheels.mkdir()
+                for wheel in local:
+                    wheel.rename(wheels / wheel.name)
                 Path(ctx, "Dockerfile").write_text(dockerfile)
-                self._build(ctx, tag, key, {"CLOSURE_IMAGE": closure, "APT_PACKAGES": apt,
+                self._build(ctx, tag, key, {"BASE_IMAGE": self.base_image, "APT_PACKAGES": apt,
                                               "IMAGE_COMMANDS": commands},
                             python)
         self._done[deployer_name] = tag
