@@ -158,6 +158,8 @@ class ClusterConfig:
     #: Times a query is sent again after the replica that had it died or hung; then it gets
     #: the default output (an input that makes replicas exit takes down at most this + 1).
     max_retries: int = 1
+    #: Most replicas of one model version the management API's set_num_replicas route starts.
+    max_replicas: int = 64
     #: Seconds a replica may stay silent before it is dropped.
     replica_timeout_s: float = 3.0
     #: Seconds of silence before a replica speaking the original RPC v3 is dropped

@@ -60,9 +60,11 @@ class ManagementService:
     plain text, anything else as JSON. Rule violations raise :class:`ClipperError`.
     """
 
-    def __init__(self, store: StateStore, scale: Scaler | None = None) -> None:
+    def __init__(self, store: StateStore, scale: Scaler | None = None,
+                 max_replicas: int = attrs.fields(ClusterConfig).max_replicas.default) -> None:
         self.store = store
         self.scale = scale
+        self.max_replicas = max_replicas
 
     # -- applications -------------------------------------------------------------------
     def add_app(self, name: str, input_type: str, default_output: str,
@@ -199,8 +201,10 @@ class ManagementService:
                    "server process runs them itself). Use `clipper scale` or "
                    "ClipperConnection.set_num_replicas")
             raise ValidationError(msg)
-        if num_replicas < 0:
-            raise ValidationError(f"Invalid num_replicas {num_replicas}. Expected 0 or more")
+        if not 0 <= num_replicas <= self.max_replicas:
+            raise ValidationError(
+                f"Invalid num_replicas {num_replicas}. Expected 0 to {self.max_replicas} (the "
+                "cluster's max_replicas)")
         model = self.store.get_model_version(model_name, model_version)
         if model is None:
             msg = (f"model with name '{model_name}' and version '{model_version}' "
@@ -557,7 +561,7 @@ class ManagementFrontend:
     def __init__(self, config: ClusterConfig, store: StateStore,
                  scale: Scaler | None = None) -> None:
         self.config = config
-        self.service = ManagementService(store, scale)
+        self.service = ManagementService(store, scale, config.max_replicas)
         self._token = config.management_token.encode() if config.management_token else None
         #: Off loopback (or with require_management_token) every route but ping needs the token.
         self._token_required = (config.require_management_token

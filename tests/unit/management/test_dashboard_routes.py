@@ -40,7 +40,7 @@ def test_set_num_replicas_without_a_scaler_names_what_to_use(mgmt) -> None:
 def test_set_num_replicas_calls_the_scaler(tmp_path) -> None:
     calls = []
     store = SQLiteStore.from_url(f"sqlite:///{tmp_path}/state.db")
-    service = ManagementService(store, scale=lambda *args: calls.append(args))
+    service = ManagementService(store, scale=lambda *args: calls.append(args), max_replicas=8)
     store.add_model_version(ModelVersion("m", "1", InputType.parse("doubles"), (), "img:1", -1,
                                          "DEPRECATED"))
     store.add_model_version(ModelVersion("c", "1", InputType.parse("doubles"), (),
@@ -48,7 +48,8 @@ def test_set_num_replicas_calls_the_scaler(tmp_path) -> None:
     assert service.set_num_replicas("m", "1", 3) == (
         "Model with name 'm' and version '1' now has 3 replica(s)")
     assert calls == [("m", "1", "doubles", "img:1", 3)]
-    for args, expected in ((("m", "2", 1), "does not exist"), (("m", "1", -1), "0 or more"),
+    for args, expected in ((("m", "2", 1), "does not exist"), (("m", "1", -1), "0 to 8"),
+                           (("m", "1", 9), "Expected 0 to 8 \\(the cluster's max_replicas"),
                            (("c", "1", 1), "containerless")):
         with pytest.raises(ClipperError, match=expected):
             service.set_num_replicas(*args)
