@@ -532,11 +532,14 @@ class KubernetesContainerManager(ContainerManager):
                           label_selector=manifests.selector(labels)).items
 
     def _delete_where(self, labels: dict[str, str | None], grace_s: int | None = None) -> None:
-        """Delete this cluster's Deployments, Services and Secrets matching ``labels``, then
-        wait until their pods are gone."""
+        """Delete this cluster's Deployments (and their ReplicaSets, so that none recreates a
+        pod while the garbage collector catches up), Services and Secrets matching ``labels``,
+        then wait until their pods are gone."""
         selector = self._selector(**labels)
         ns = self.namespace
         self._call("deleting Deployments", self.apps.delete_collection_namespaced_deployment,
+                   ns, label_selector=selector, propagation_policy="Background")
+        self._call("deleting ReplicaSets", self.apps.delete_collection_namespaced_replica_set,
                    ns, label_selector=selector, propagation_policy="Background")
         for svc in self._call("listing Services", self.core.list_namespaced_service, ns,
                               label_selector=selector).items:
