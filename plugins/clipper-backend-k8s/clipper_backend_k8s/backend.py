@@ -275,21 +275,22 @@ class KubernetesContainerManager(ContainerManager):
         cluster, types = self.cluster_name, self.service_types
         query_image = self._frontend_image(query_frontend_image)
         mgmt_image = self._frontend_image(mgmt_frontend_image)
-        self._apply(manifests.token_secret(cluster, secrets.token_urlsafe(32),
-                                           secrets.token_urlsafe(32)))
+        self._apply(manifests.token_secret(cluster, *(secrets.token_urlsafe(32)
+                                                      for _ in range(3))))
         if self.redis_ip is None:
             self.logger.info("Starting Redis (Deployment %s)", manifests.redis_name(cluster))
             for obj in manifests.redis(cluster, self.redis_image or self._docker.images.redis(),
                                        self.redis_port, types["redis"]):
                 self._apply(obj)
             self._wait_rollout([manifests.redis_name(cluster)], "Redis")
-            redis_host = self._cluster_ip(manifests.redis_name(cluster))
+            store = manifests.store_url(cluster, self._cluster_ip(manifests.redis_name(cluster)),
+                                        self.redis_port, with_password=True)
         else:
-            redis_host = self.redis_ip
-        store_url = f"redis://{redis_host}:{self.redis_port}/0"
-        objects = manifests.management(cluster, mgmt_image, store_url, types["management"])
+            store = manifests.store_url(cluster, self.redis_ip, self.redis_port,
+                                        with_password=False)
+        objects = manifests.management(cluster, mgmt_image, store, types["management"])
         for i in range(num_frontend_replicas):
-            objects += manifests.query_frontend(cluster, i, query_image, store_url, cache_size,
+            objects += manifests.query_frontend(cluster, i, query_image, store, cache_size,
                                                 qf_http_timeout_request, types["query-rpc"])
         objects.append(manifests.query_service(cluster, types["query"]))
         self.logger.info("Starting the management frontend and %d query frontend(s)",

@@ -6,8 +6,9 @@ Every object carries ``ai.clipper.container.label=<cluster>`` and ``ai.clipper.n
     mgmt-frontend-at-<cluster>                Deployment + Service (1338)
     query-frontend-<i>-at-<cluster>           Deployment (frontend id i) + Service (RPC, 7000)
     query-frontend-at-<cluster>               Service over every query frontend (1337)
-    mgmt-token-at-<cluster>                   Secret: the management API token and the
-                                              replica secret (docs/security.md)
+    mgmt-token-at-<cluster>                   Secret: the management API token, the
+                                              replica secret and Redis's password
+                                              (docs/security.md)
     <model>-<version>-deployment-at-<i>-at-<cluster>
                                               Deployment of a model version's replicas that
                                               connect to query frontend i
@@ -33,9 +34,12 @@ from clipper_core.backends.api import (
 )
 from clipper_core.runtime.config import DEFAULT_READY_FILE
 
-#: Keys of the management token and of the replica secret in the token Secret.
+#: Keys of the management token, the replica secret and Redis's password in the token Secret.
 TOKEN_KEY = "token"
 REPLICA_SECRET_KEY = "replica-secret"
+REDIS_PASSWORD_KEY = "redis-password"
+#: The environment variable holding Redis's password in the Redis and frontend pods.
+REDIS_PASSWORD_ENV = "REDIS_PASSWORD"
 #: Service types the original accepted, per service key.
 SERVICE_KEYS = ("redis", "management", "query", "query-rpc", "metric")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -127,10 +131,12 @@ def service(name: str, labels_: dict[str, str], select: dict[str, str], port: in
     }
 
 
-def token_secret(cluster: str, token: str, replica_secret: str) -> dict[str, Any]:
+def token_secret(cluster: str, token: str, replica_secret: str, redis_password: str
+                 ) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": token_name(cluster), "labels": labels(cluster, "management")},
-            "type": "Opaque", "stringData": {TOKEN_KEY: token, REPLICA_SECRET_KEY: replica_secret}}
+            "type": "Opaque", "stringData": {TOKEN_KEY: token, REPLICA_SECRET_KEY: replica_secret,
+                                             REDIS_PASSWORD_KEY: redis_password}}
 
 
 def _replica_secret_env(cluster: str) -> dict[str, Any]:
@@ -140,24 +146,49 @@ def _replica_secret_env(cluster: str) -> dict[str, Any]:
         "name": token_name(cluster), "key": REPLICA_SECRET_KEY, "optional": True}}}
 
 
+def _redis_password_env(cluster: str) -> dict[str, Any]:
+    """``REDIS_PASSWORD`` from the token Secret."""
+    return {"name": REDIS_PASSWORD_ENV, "valueFrom": {"secretKeyRef": {
+        "name": token_name(cluster), "key": REDIS_PASSWORD_KEY}}}
+
+
+def store_url(cluster: str, host: str, port: int, with_password: bool
+              ) -> tuple[str, list[dict[str, Any]]]:
+    """``CLIPPER_STORE_URL`` of the frontends and the environment it needs: with
+    ``with_password``, the password comes from the Secret and is expanded by the kubelet
+    (it never shows in the Deployment)."""
+    if not with_password:
+        return f"redis://{host}:{port}/0", []
+    return (f"redis://:$({REDIS_PASSWORD_ENV})@{host}:{port}/0",
+            [_redis_password_env(cluster)])
+
+
 def redis(cluster: str, image: str, port: int, service_type: str) -> list[dict[str, Any]]:
+    """Redis with the Secret's password (``requirepass``, written from the environment into a
+    file so it never appears on a command line); the probe authenticates likewise."""
     lab = labels(cluster, "redis")
     container = {
-        "name": "redis", "image": image,
+        "name": "redis", "image": image, "env": [_redis_password_env(cluster)],
+        "command": ["sh", "-c", f'printf "requirepass %s\\n" "${REDIS_PASSWORD_ENV}" '
+                    "> /tmp/auth.conf && exec redis-server /tmp/auth.conf --bind 0.0.0.0 --protected-mode no "
+                    "--dir /data --appendonly yes --notify-keyspace-events KEA"],
         "ports": [{"containerPort": CLIPPER_INTERNAL_REDIS_PORT}],
-        **_probes({"exec": {"command": ["redis-cli", "ping"]}}, 60),
+        **_probes({"exec": {"command": [
+            "sh", "-c", f'REDISCLI_AUTH="${REDIS_PASSWORD_ENV}" redis-cli ping | grep -q PONG']}},
+            60),
     }
     return [deployment(redis_name(cluster), lab, container, 1, 5),
             service(redis_name(cluster), lab, lab, port, CLIPPER_INTERNAL_REDIS_PORT,
                     service_type)]
 
 
-def management(cluster: str, image: str, store_url: str, service_type: str
-               ) -> list[dict[str, Any]]:
+def management(cluster: str, image: str, store: tuple[str, list[dict[str, Any]]],
+               service_type: str) -> list[dict[str, Any]]:
+    """The management frontend; ``store`` is :func:`store_url`'s answer."""
     lab = labels(cluster, "management-frontend")
-    env = _env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store_url,
+    env = [*store[1], *_env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store[0],
                 "CLIPPER_ROLES": "management", "CLIPPER_MANAGEMENT_HOST": "0.0.0.0",
-                "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})
+                "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})]
     env.append({"name": "CLIPPER_MANAGEMENT_TOKEN", "valueFrom": {
         "secretKeyRef": {"name": token_name(cluster), "key": TOKEN_KEY}}})
     container = {
@@ -170,18 +201,19 @@ def management(cluster: str, image: str, store_url: str, service_type: str
                     CLIPPER_INTERNAL_MANAGEMENT_PORT, service_type)]
 
 
-def query_frontend(cluster: str, frontend_id: int, image: str, store_url: str,
-                   cache_size: int, request_timeout_s: int, rpc_service_type: str
-                   ) -> list[dict[str, Any]]:
-    """Frontend ``frontend_id``: its Deployment and the RPC Service its model replicas use."""
+def query_frontend(cluster: str, frontend_id: int, image: str,
+                   store: tuple[str, list[dict[str, Any]]], cache_size: int,
+                   request_timeout_s: int, rpc_service_type: str) -> list[dict[str, Any]]:
+    """Frontend ``frontend_id``: its Deployment and the RPC Service its model replicas use;
+    ``store`` is :func:`store_url`'s answer."""
     lab = labels(cluster, "query-frontend", **{CLIPPER_QUERY_FRONTEND_ID_LABEL: str(frontend_id)})
-    env = _env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store_url,
+    env = [*store[1], *_env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store[0],
                 "CLIPPER_ROLES": "query", "CLIPPER_BIND_HOST": "0.0.0.0",
                 "CLIPPER_QUERY_PORT": str(CLIPPER_INTERNAL_QUERY_PORT),
                 "CLIPPER_RPC_PORT": str(CLIPPER_INTERNAL_RPC_PORT),
                 "CLIPPER_FRONTEND_ID": str(frontend_id),
                 "CLIPPER_CACHE_SIZE": str(cache_size),
-                "CLIPPER_REQUEST_TIMEOUT_S": str(request_timeout_s)})
+                "CLIPPER_REQUEST_TIMEOUT_S": str(request_timeout_s)})]
     env.append(_replica_secret_env(cluster))
     container = {
         "name": "query-frontend", "image": image, "env": env,

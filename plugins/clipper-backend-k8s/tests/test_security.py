@@ -1,0 +1,80 @@
+"""Secrets under Kubernetes: Redis wants the password of the cluster's Secret, and a model pod
+without the replica secret gets no queries (docs/security.md)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from clipper_backend_k8s import manifests
+
+from clipper_admin import ClipperConnection
+from clipper_core.backends.api import CLIPPER_DOCKER_LABEL
+from clipper_core.deployers.api import write_bundle
+from clipper_core.deployers.python import PythonDeployer
+
+pytestmark = pytest.mark.k8s
+
+
+def feature_sum(xs):
+    return [str(sum(x)) for x in xs]
+
+
+def secret_value(conn: ClipperConnection, key: str) -> str:
+    cm = conn.cm
+    secret = cm.core.read_namespaced_secret(manifests.token_name(cm.cluster_name), cm.namespace)
+    return base64.b64decode(secret.data[key]).decode()
+
+
+def test_redis_wants_the_password_of_the_clusters_secret(shared_conn: ClipperConnection) -> None:
+    cm = shared_conn.cm
+    svc = cm.core.read_namespaced_service(manifests.redis_name(cm.cluster_name), cm.namespace)
+    assert svc.spec.type == "ClusterIP"  # reachable from the cluster's nodes and pods only
+    host, port = svc.spec.cluster_ip, svc.spec.ports[0].port
+    password = secret_value(shared_conn, manifests.REDIS_PASSWORD_KEY)
+    for guess in (None, "guessed"):
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host, port, password=guess, socket_timeout=10).ping()
+    assert redis.Redis(host, port, password=password, socket_timeout=10).ping()
+    for dep in cm.apps.list_namespaced_deployment(
+            cm.namespace, label_selector=f"{CLIPPER_DOCKER_LABEL}={cm.cluster_name}").items:
+        assert password not in str(dep.to_dict()), dep.metadata.name
+
+
+def frontend_log(conn: ClipperConnection) -> str:
+    cm = conn.cm
+    (pod,) = cm.core.list_namespaced_pod(cm.namespace, label_selector=manifests.selector(
+        manifests.labels(cm.cluster_name, "query-frontend"))).items
+    return str(cm.core.read_namespaced_pod_log(pod.metadata.name, cm.namespace))
+
+
+def test_a_model_pod_without_the_replica_secret_gets_no_queries(
+        kh: Any, shared_conn: ClipperConnection, tmp_path: Path) -> None:
+    conn, cm = shared_conn, shared_conn.cm
+    write_bundle(PythonDeployer(), tmp_path / "model", "doubles", feature_sum)
+    image = conn.build_model("nosecret", "1", str(tmp_path / "model"),
+                             cm.default_base_image("python"))
+    conn.register_application("nosecret-app", "doubles", "DEFAULT", 1_000_000)
+    conn.register_model("nosecret", "1", "doubles", image)
+    conn.link_model_to_app("nosecret-app", "nosecret")
+    frontend_ip = cm.core.read_namespaced_service(
+        manifests.frontend_name(cm.cluster_name, 0), cm.namespace).spec.cluster_ip
+    obj = manifests.model(cm.cluster_name, "nosecret", "1", "doubles", image, 1, 0, frontend_ip)
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != "CLIPPER_REPLICA_SECRET"]
+    cm.apps.create_namespaced_deployment(cm.namespace, obj)
+    refusal = "refused a container registering as nosecret:1: it presented no replica secret"
+    deadline = time.monotonic() + 180
+    while refusal not in frontend_log(conn) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert refusal in frontend_log(conn)
+    assert kh.predict(conn.get_query_addr(), "nosecret-app", [1.0, 2.0])["default"] is True
+    # The same pod with the secret (the backend's own manifest) is served.
+    cm.deploy_model("nosecret", "1", "doubles", image)
+    assert kh.wait_for_prediction(conn.get_query_addr(), "nosecret-app", [1.0, 2.0])[
+        "output"] == 3.0
+    cm.stop_models({"nosecret": ["1"]})
