@@ -70,9 +70,9 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1")
 #: Where the frontends find the TLS certificate and key (mounted read-only).
 _TLS_FILES = {"CLIPPER_TLS_CERT_FILE": "/run/clipper-tls/cert.pem",
               "CLIPPER_TLS_KEY_FILE": "/run/clipper-tls/key.pem"}
-#: Redis's command line: the password comes from the environment into a config file, so it
-#: never shows in a process list.
-_REDIS_COMMAND = ["sh", "-c", 'printf "requirepass %s\n" "$REDIS_PASSWORD" > /tmp/auth.conf '
+#: Redis's command line (Docker and Kubernetes): the password comes from ``$REDIS_PASSWORD``
+#: into a config file, so it never shows in a process list.
+REDIS_COMMAND = ["sh", "-c", 'printf "requirepass %s\n" "$REDIS_PASSWORD" > /tmp/auth.conf '
                   '&& exec redis-server /tmp/auth.conf --bind 0.0.0.0 --protected-mode no '
                   '--dir /data --appendonly yes --notify-keyspace-events KEA']
 
@@ -280,7 +280,7 @@ class DockerContainerManager(ContainerManager):
             redis = self._run(
                 self.images.redis(), "redis", {CLIPPER_REDIS_CONTAINER_LABEL: ""},
                 {CLIPPER_INTERNAL_REDIS_PORT: ("redis", self.redis_port, "127.0.0.1")},
-                command=_REDIS_COMMAND, environment={"REDIS_PASSWORD": password})
+                command=REDIS_COMMAND, environment={"REDIS_PASSWORD": password})
             self._wait_for_redis(redis, password)
             store_url = f"redis://:{password}@{redis.name}:{CLIPPER_INTERNAL_REDIS_PORT}/0"
         common_env = {"CLIPPER_CLUSTER_NAME": self.cluster_name, "CLIPPER_STORE_URL": store_url}

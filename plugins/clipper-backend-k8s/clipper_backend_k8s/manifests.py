@@ -32,13 +32,15 @@ from clipper_core.backends.api import (
     CLIPPER_QUERY_FRONTEND_ID_LABEL,
     create_model_container_label,
 )
+from clipper_core.backends.docker import REDIS_COMMAND
 from clipper_core.runtime.config import DEFAULT_READY_FILE
 
 #: Keys of the management token, the replica secret and Redis's password in the token Secret.
 TOKEN_KEY = "token"
 REPLICA_SECRET_KEY = "replica-secret"
 REDIS_PASSWORD_KEY = "redis-password"
-#: The environment variable holding Redis's password in the Redis and frontend pods.
+#: The environment variable holding Redis's password in the Redis and frontend pods (the one
+#: REDIS_COMMAND reads).
 REDIS_PASSWORD_ENV = "REDIS_PASSWORD"
 #: Service types the original accepted, per service key.
 SERVICE_KEYS = ("redis", "management", "query", "query-rpc", "metric")
@@ -169,9 +171,7 @@ def redis(cluster: str, image: str, port: int, service_type: str) -> list[dict[s
     lab = labels(cluster, "redis")
     container = {
         "name": "redis", "image": image, "env": [_redis_password_env(cluster)],
-        "command": ["sh", "-c", f'printf "requirepass %s\\n" "${REDIS_PASSWORD_ENV}" '
-                    "> /tmp/auth.conf && exec redis-server /tmp/auth.conf --bind 0.0.0.0 --protected-mode no "
-                    "--dir /data --appendonly yes --notify-keyspace-events KEA"],
+        "command": REDIS_COMMAND,
         "ports": [{"containerPort": CLIPPER_INTERNAL_REDIS_PORT}],
         **_probes({"exec": {"command": [
             "sh", "-c", f'REDISCLI_AUTH="${REDIS_PASSWORD_ENV}" redis-cli ping | grep -q PONG']}},
