@@ -62,6 +62,7 @@ def test_requests_for_unknown_apps_cause_a_bounded_number_of_store_reads(
 
 
 def test_a_just_registered_app_is_found_by_its_first_request(cluster: Cluster) -> None:
+    time.sleep(LOOKUP_BURST / LOOKUPS_PER_S)  # a full lookup budget (the test above spent it)
     cluster.store.add_application(Application("fresh", InputType.DOUBLES, "D", 5_000_000))
     response = cluster.post("/fresh/predict", {"input": [1.0]})  # before the feed delivers it
     assert response.status_code == 200, response.text
