@@ -256,19 +256,17 @@ class Scheduler:
 
     # -- queries ----------------------------------------------------------------------------
     def fits(self, n: int, size: int) -> bool:
-        """Whether ``n`` queries of ``size`` input bytes fit in an empty queue."""
+        """Whether ``n`` queries of ``size`` input bytes in all are within a queue's bounds."""
         return n <= self.max_queue_depth and size <= self.max_queue_bytes
 
     def has_room(self, queue: VersionQueue, inputs: Sequence[bytes]) -> bool:
         """Whether ``inputs`` fit in ``queue`` now (expired queries make room)."""
         n = len(inputs)
         size = len(inputs[0]) if n == 1 else sum(map(len, inputs))
-        if len(queue.heap) + n <= self.max_queue_depth and \
-                queue.bytes + size <= self.max_queue_bytes:
+        if self.fits(len(queue.heap) + n, queue.bytes + size):
             return True
         self._drop_expired(queue, self.loop.time())
-        return len(queue.heap) + n <= self.max_queue_depth and \
-            queue.bytes + size <= self.max_queue_bytes
+        return self.fits(len(queue.heap) + n, queue.bytes + size)
 
     def _drop_expired(self, queue: VersionQueue, now: float,
                       keep_one_after: float = 0.0) -> None:

@@ -317,10 +317,8 @@ class QueryFrontend:
         if n == 0:
             responder.send(200, b'{"batch_predictions":[]}')
             return
-        qid0 = self._next_query_id
-        self._next_query_id = qid0 + n
-        pending = Pending(route, responder, n, qid0, self._loop.time(),  # type: ignore[union-attr]
-                          queue)
+        pending = Pending(route, responder, n, self.take_query_ids(n),
+                          self._loop.time(), queue)  # type: ignore[union-attr]
         try:
             self.submit(pending, inputs, uid, version is not None)
         except OverloadedError as exc:
