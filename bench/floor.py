@@ -35,9 +35,9 @@ SERVER_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("write", ("Responder.send", "render_response", "transport.write")),
     ("encode", ("Pending.resolve", "Pending.finish", "render_output", "default_part")),
     ("cache", ("cache/",)),
-    ("RPC send", ("send_predict", "predict_request", "RpcRouter._send")),
+    ("RPC send", ("send_predict", "predict_request", "RpcRouter._send", "encode (")),
     ("RPC receive", ("RpcRouter._drain", "RpcRouter._handle", "parse_response",
-                     "parse_container_message")),
+                     "parse_container_message", "_StreamPeer", "Decoder.feed", "_frames (")),
     ("queue", ("batching/",)),
     ("decode", ("frontend/codec.py",)),
     ("route", ("QueryFrontend._predict", "QueryFrontend._handle", "routing.py")),
@@ -48,9 +48,9 @@ SERVER_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 REPLICA_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("feature_sum", "deployers/")),
-    ("reply", ("encode_outputs", "response_message", "_send (")),
+    ("reply", ("encode_outputs", "response_message", "send (")),
     ("decode", ("decode_inputs", "parse_predict_request", "codec.py")),
-    ("receive", ("recv_multipart", "_on_message", "parse_frontend_message", "poll (")),
+    ("receive", ("recv", "has_message", "_on_message", "parse_frontend_message", "poll (")),
     ("loop", ("_loop (", "serve (", "<module>", "runpy")),
 )
 

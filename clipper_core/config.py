@@ -138,6 +138,10 @@ class ClusterConfig:
     query_port: int = DEFAULT_QUERY_PORT
     management_port: int = DEFAULT_MANAGEMENT_PORT
     rpc_port: int = DEFAULT_RPC_PORT
+    #: A Unix socket the RPC listener also accepts our runtime's replicas on (a path, or
+    #: ``@name`` in Linux's abstract namespace); the local backend sets it, since a replica
+    #: on the frontend's host answers faster through it than through the TCP port.
+    rpc_socket: str | None = None
     #: ``sqlite:///abs/path/state.db`` or ``redis://host:port/db``.
     store_url: str = "sqlite:///" + str(clipper_home() / "default-cluster" / "state.db")
     #: Prediction cache bound in bytes; 0 disables caching (coalescing still happens).

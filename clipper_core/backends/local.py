@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -280,6 +281,12 @@ class LocalContainerManager(ContainerManager):
         return self.tls_cert_file
 
     @property
+    def rpc_socket(self) -> str:
+        """The server's Unix socket for replicas, in the abstract namespace: named after the
+        RPC port, which no other cluster on this host holds."""
+        return f"@clipper-rpc-{self.clipper_rpc_port}"
+
+    @property
     def server_pidfile(self) -> Path:
         return self.cluster_dir / "server.pid"
 
@@ -315,6 +322,7 @@ class LocalContainerManager(ContainerManager):
             query_port=self.clipper_query_port,
             management_port=self.clipper_management_port,
             rpc_port=self.clipper_rpc_port,
+            rpc_socket=self.rpc_socket,
             store_url=store_url,
             cache_size=cache_size,
             request_timeout_s=request_timeout_s,
@@ -424,6 +432,9 @@ class LocalContainerManager(ContainerManager):
         self.clipper_query_port = config.query_port
         self.clipper_management_port = config.management_port
         self.clipper_rpc_port = config.rpc_port
+        if config.rpc_socket != self.rpc_socket:  # saved by a version without it
+            config = attrs.evolve(config, rpc_socket=self.rpc_socket)
+            config.write(self.config_path)
         self.management_host = config.management_host
         self.tls_cert_file, self.tls_key_file = config.tls_cert_file, config.tls_key_file
         self.management_token = config.management_token
@@ -601,6 +612,7 @@ class LocalContainerManager(ContainerManager):
                 "CLIPPER_MODEL_VERSION": version,
                 "CLIPPER_IP": "127.0.0.1",
                 "CLIPPER_PORT": str(self.clipper_rpc_port),
+                "CLIPPER_RPC_SOCKET": self.rpc_socket,
                 "CLIPPER_INPUT_TYPE": input_type.canonical,
                 "CLIPPER_MODEL_PATH": str(bundle),
                 "CLIPPER_READY_FILE": str(directory / f"{index}.ready"),
@@ -626,6 +638,7 @@ class LocalContainerManager(ContainerManager):
                 continue
             spec = json.loads(spec_path.read_text())
             spec["env"]["CLIPPER_PORT"] = str(self.clipper_rpc_port)
+            spec["env"]["CLIPPER_RPC_SOCKET"] = self.rpc_socket
             spec["secrets_file"] = str(self.secrets_path)
             write_atomic(spec_path, json.dumps(spec, indent=2))
             self.logger.info("Restarting replica %s of %s:%s", spec_path.stem,

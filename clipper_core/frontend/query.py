@@ -180,7 +180,7 @@ class QueryFrontend:
             replica_timeout_s=config.replica_timeout_s,
             legacy_replica_timeout_s=config.legacy_replica_timeout_s,
             replica_secret=config.replica_secret,
-            admit_legacy_replicas=config.admit_legacy_replicas)
+            admit_legacy_replicas=config.admit_legacy_replicas, stream_address=config.rpc_socket)
         scheduler_class: Any = Scheduler
         if config.tracing_endpoint:
             # Chosen once: with tracing off the query path is not touched at all.

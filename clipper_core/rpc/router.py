@@ -5,6 +5,11 @@ edge-triggered, so every wake-up drains the socket until ``EVENTS`` says nothing
 ``EVENTS`` is checked again after the sends of each event-loop iteration (a send can consume
 the edge of pending input; an ensemble's requests to several replicas are checked once).
 
+With ``stream_address``, the router also listens on a Unix socket
+(:mod:`clipper_core.rpc.stream`, for our runtime on the same host): each connection gets its
+own routing identity and speaks the same messages, and a closed connection drops its replica
+at once.
+
 Each peer identity is a :class:`Session`. Heartbeats from an unknown identity are answered
 with ``RequestContainerMetadata``, from a registered one with ``KeepAlive``. A registration
 (spec §4.2) in version 3 (the original containers) or 4 (our runtime) creates the replica:
@@ -23,19 +28,23 @@ container gets no queries (docs/security.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import itertools
 import logging
+import os
 import struct
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
 
 from clipper_core.exceptions import ClipperError
 from clipper_core.rpc import protocol as p
+from clipper_core.rpc import stream
 from clipper_core.rpc.transport import recv_frames, send_frames
 from clipper_core.store.api import StateStore
 from clipper_core.types import InputType, Replica
@@ -49,6 +58,9 @@ _CHECK_INTERVAL_S = 0.25
 _MAX_RETIRED = 1024
 #: Refused identities remembered (to log each once); the set is emptied when full.
 _REFUSED_LIMIT = 1024
+#: Routing identities of Unix-socket connections start with this (ZeroMQ reserves identities
+#: starting with a zero byte for its own, which are 5 bytes long).
+_STREAM_PREFIX = b"\0uds"
 
 
 class Listener(Protocol):
@@ -83,7 +95,7 @@ class RpcRouter:
     def __init__(self, host: str, port: int, store: StateStore, frontend_id: str,
                  executor: Executor, *, replica_timeout_s: float,
                  legacy_replica_timeout_s: float, replica_secret: str | None = None,
-                 admit_legacy_replicas: bool = True) -> None:
+                 admit_legacy_replicas: bool = True, stream_address: str | None = None) -> None:
         self.host = "*" if host in ("0.0.0.0", "") else host
         self.requested_port = port
         self.store = store
@@ -94,6 +106,10 @@ class RpcRouter:
         self.legacy_replica_timeout_s = legacy_replica_timeout_s
         self._secret = replica_secret.encode() if replica_secret else None
         self._admit_legacy = admit_legacy_replicas
+        self.stream_address = stream_address
+        #: The open Unix-socket connections by routing identity.
+        self._streams: dict[bytes, _StreamPeer] = {}
+        self._stream_server: asyncio.AbstractServer | None = None
         self.sessions: dict[bytes, Session] = {}
         self._registering: set[bytes] = set()
         self._retired: OrderedDict[bytes, None] = OrderedDict()
@@ -130,12 +146,47 @@ class RpcRouter:
         self.port = int(endpoint.rsplit(":", 1)[1])
         self._sock = sock
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        if self.stream_address:
+            self._listen_stream(self.stream_address)
         self._checker = self._loop.create_task(self._check_activity())
         self._schedule_drain()
+
+    def _listen_stream(self, address: str) -> None:
+        listener = stream.unix_socket()
+        try:
+            if not address.startswith("@"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(address)
+            listener.bind(stream.socket_address(address))
+            if not address.startswith("@"):
+                os.chmod(address, 0o600)
+            listener.listen(128)
+        except OSError as exc:
+            listener.close()
+            msg = (f"Could not listen for local replicas on the Unix socket {address}: {exc}. "
+                   "Stop the cluster using it, or set rpc_socket to another address (or none)")
+            raise ClipperError(msg) from exc
+        listener.setblocking(False)
+        identities = (_STREAM_PREFIX + n.to_bytes(8, "little") for n in itertools.count())
+
+        def connected() -> _StreamPeer:
+            return _StreamPeer(self, next(identities))
+
+        async def serve() -> None:
+            assert self._loop is not None
+            self._stream_server = await self._loop.create_unix_server(connected, sock=listener)
+
+        assert self._loop is not None
+        self._loop.create_task(serve())
 
     async def stop(self) -> None:
         if self._checker is not None:
             self._checker.cancel()
+        if self._stream_server is not None:
+            self._stream_server.close()
+            self._stream_server = None
+        for peer in list(self._streams.values()):
+            peer.transport.abort()
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.getsockopt(zmq.FD))
             self._sock.close(0)
@@ -154,6 +205,10 @@ class RpcRouter:
         return msg_id
 
     def _send(self, frames: list[bytes]) -> None:
+        peer = self._streams.get(frames[0])
+        if peer is not None:
+            peer.transport.write(stream.encode(frames[1:]))
+            return
         sock = self._sock
         if sock is None:
             return
@@ -179,13 +234,17 @@ class RpcRouter:
             frames = recv_frames(sock)
             if frames is None:
                 return
-            try:
-                self._handle(frames)
-            except (ValueError, struct.error) as exc:  # malformed: one line, no traceback
-                log.warning("dropped a malformed message from %r: %s", frames[0], exc)
-            except Exception:  # a bug must not stall the socket either
-                log.exception("dropped a message from %r that could not be handled", frames[0])
+            self._receive(frames)
         self._schedule_drain()
+
+    def _receive(self, frames: list[bytes]) -> None:
+        """Handle one message (``[identity, *frames]``) from either transport."""
+        try:
+            self._handle(frames)
+        except (ValueError, struct.error) as exc:  # malformed: one line, no traceback
+            log.warning("dropped a malformed message from %r: %s", frames[0], exc)
+        except Exception:  # a bug must not stall the socket either
+            log.exception("dropped a message from %r that could not be handled", frames[0])
 
     def _handle(self, frames: list[bytes]) -> None:
         identity = frames[0]
@@ -269,6 +328,9 @@ class RpcRouter:
                     return
             replica_id = await loop.run_in_executor(
                 self.executor, self.store.next_replica_id, name, version)
+            if session.identity.startswith(_STREAM_PREFIX) and (
+                    session.identity not in self._streams):
+                return  # the connection closed while the store was asked
             replica = Replica(name, version, replica_id, input_type, self.frontend_id)
             session.replica = replica
             session.last_seen = time.monotonic()
@@ -296,6 +358,9 @@ class RpcRouter:
     def _drop(self, session: Session, why: str) -> None:
         if self.sessions.pop(session.identity, None) is None:
             return
+        peer = self._streams.get(session.identity)
+        if peer is not None:  # what was written (a goodbye) is flushed first
+            peer.transport.close()
         replica = session.replica
         log.info("replica %s dropped: %s", replica, why)
         if session.slot is not None:
@@ -316,3 +381,35 @@ class RpcRouter:
             for session in list(self.sessions.values()):
                 if now - session.last_seen > session.timeout:
                     self._drop(session, f"silent for more than {session.timeout:g} s")
+
+
+class _StreamPeer(asyncio.Protocol):
+    """One replica's Unix-socket connection: its messages go to the router as ``[identity,
+    *frames]``, as a ROUTER socket would hand them over."""
+
+    def __init__(self, router: RpcRouter, identity: bytes) -> None:
+        self.router = router
+        self.identity = identity
+        self.decoder = stream.Decoder()
+        self.transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.router._streams[self.identity] = self
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except stream.StreamError as exc:
+            log.warning("closed a local replica connection that sent %s", exc)
+            self.transport.abort()
+            return
+        for frames in messages:
+            self.router._receive([self.identity, *frames])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        router = self.router
+        router._streams.pop(self.identity, None)
+        session = router.sessions.get(self.identity)
+        if session is not None:
+            router._drop(session, "closed its connection")

@@ -34,6 +34,11 @@ def send_frames(sock: zmq.Socket, frames: Sequence[bytes]) -> None:
         _send(sock, frame, _MORE if i < last else _LAST)
 
 
+def has_input(sock: zmq.Socket) -> bool:
+    """Whether a message waits on ``sock``."""
+    return bool(_get(sock, _EVENTS) & _POLLIN)
+
+
 def recv_frames(sock: zmq.Socket) -> list[bytes] | None:
     """The frames of the next message, or None if none waits."""
     if not _get(sock, _EVENTS) & _POLLIN:

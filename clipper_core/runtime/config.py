@@ -47,6 +47,9 @@ class RuntimeConfig:
     ready_file: Path | None = Path(DEFAULT_READY_FILE)
     #: The cluster's replica secret (``CLIPPER_REPLICA_SECRET``), sent when registering.
     replica_secret: str | None = attrs.field(default=None, repr=False)
+    #: The frontend's Unix socket on this host (``CLIPPER_RPC_SOCKET``: a path, or ``@name``
+    #: in the abstract namespace), used instead of the TCP port when set.
+    rpc_socket: str | None = None
 
     @property
     def activity_timeout_s(self) -> float:
@@ -97,6 +100,7 @@ class RuntimeConfig:
             heartbeat_interval_s=interval,
             ready_file=Path(ready) if ready else None,
             replica_secret=env.get("CLIPPER_REPLICA_SECRET") or None,
+            rpc_socket=env.get("CLIPPER_RPC_SOCKET") or None,
         )
 
 

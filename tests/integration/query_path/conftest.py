@@ -100,7 +100,10 @@ class Cluster:
                                                   image="local", batch_size=batch_size))
 
     def start_replica(self, name: str, version: str, func: Callable[..., Any],
-                      input_type: str = "doubles", wait: bool = True) -> subprocess.Popen[bytes]:
+                      input_type: str = "doubles", wait: bool = True,
+                      rpc_socket: str | None = None) -> subprocess.Popen[bytes]:
+        """Start a replica of our runtime; with ``rpc_socket`` it connects to the frontend's
+        Unix socket (the cluster's ``rpc_socket``) instead of its TCP port."""
         bundle = self.tmp / f"bundle-{name}-{version}-{len(self.processes)}"
         # Test modules are not importable by the replica: pickle their functions by value.
         module = sys.modules.get(func.__module__)
@@ -110,7 +113,7 @@ class Cluster:
         env = dict(os.environ, CLIPPER_MODEL_NAME=name, CLIPPER_MODEL_VERSION=version,
                    CLIPPER_IP="127.0.0.1", CLIPPER_PORT=str(self.frontend.rpc_port),
                    CLIPPER_INPUT_TYPE=input_type, CLIPPER_MODEL_PATH=str(bundle),
-                   CLIPPER_READY_FILE=str(bundle / "ready"))
+                   CLIPPER_READY_FILE=str(bundle / "ready"), CLIPPER_RPC_SOCKET=rpc_socket or "")
         before = self.replica_count(name, version)
         log = (self.tmp / f"{bundle.name}.log").open("wb")
         process = subprocess.Popen([sys.executable, "-m", "clipper_core.runtime"], env=env,
