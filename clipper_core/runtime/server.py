@@ -210,7 +210,7 @@ class ModelRuntime:
                 if channel.closed:
                     log.warning("The query frontend closed the connection; reconnecting to %s",
                                 self._where())
-                    select.select([self._wake_r], [], [], RECONNECT_PAUSE_S)
+                    self._pause(RECONNECT_PAUSE_S)
                 elif self._dropped:
                     log.warning("The query frontend dropped this replica; reconnecting to %s "
                                 "with a new socket", self._where())
@@ -241,6 +241,11 @@ class ModelRuntime:
         self._version_warned = False
         return channel
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; a signal or :meth:`stop` ends it sooner."""
+        if select.select([self._wake_r], [], [], seconds)[0]:
+            _drain(self._wake_r)
+
     def _connect_stream(self, address: str) -> StreamChannel:
         """Connect to the frontend's Unix socket, trying again until it listens or we stop."""
         delay, tries = 0.05, 0
@@ -251,9 +256,7 @@ class ModelRuntime:
                 tries += 1
                 if tries == 1 or tries % 30 == 0:
                     log.info("Waiting for the query frontend's socket %s (%s)", address, exc)
-            readable, _, _ = select.select([self._wake_r], [], [], delay)
-            if readable:
-                _drain(self._wake_r)
+            self._pause(delay)
             if self._stopping:
                 raise _Shutdown
             delay = min(delay * 2, MAX_CONNECT_DELAY_S)
