@@ -46,6 +46,9 @@ MAX_WAITING = 1024
 #: Store reads per second that requests for unknown applications may cause, and their burst.
 LOOKUPS_PER_S = 20.0
 LOOKUP_BURST = 20
+#: How long a request for an unknown application waits for the change feed instead, once
+#: the reads are spent (every store's feed brings a registration well within it).
+FEED_WAIT_S = 0.25
 
 #: An application as read from the store: itself, its links, its policy's stored states.
 AppData = tuple[Application, list[str], dict[str, str]]
@@ -168,6 +171,8 @@ class RoutingTable:
         #: bucket refilled at :data:`LOOKUPS_PER_S`, up to :data:`LOOKUP_BURST`).
         self._lookups = float(LOOKUP_BURST)
         self._lookups_at = loop.time()
+        #: Requests for unknown applications waiting :data:`FEED_WAIT_S` for the change feed.
+        self._feed_waiting = 0
 
     # -- loading ----------------------------------------------------------------------------
     async def load(self) -> None:
@@ -209,10 +214,13 @@ class RoutingTable:
         ago, its change not applied yet), then call ``then``.
 
         Requests for unknown applications must not make the store work for each of them:
-        lookups of one name share one read, and reads are rate-limited. False (``then`` is
-        not called) when the budget is spent or too many requests wait already.
+        lookups of one name share one read, and reads are rate-limited; once they are spent,
+        ``then`` is called after :data:`FEED_WAIT_S`, when the change feed has brought an
+        application registered a moment ago. False (``then`` is not called) when too many
+        requests wait already.
         """
-        if len(self._after_sync) >= MAX_WAITING or not is_safe_name(app_name):
+        if len(self._after_sync) + self._feed_waiting >= MAX_WAITING \
+                or not is_safe_name(app_name):
             return False
         change = ("application", app_name)
         if change not in self._changes:
@@ -221,12 +229,18 @@ class RoutingTable:
                                 self._lookups + (now - self._lookups_at) * LOOKUPS_PER_S)
             self._lookups_at = now
             if self._lookups < 1.0:
-                return False
+                self._feed_waiting += 1
+                self.loop.call_later(FEED_WAIT_S, self._fed, then)
+                return True
             self._lookups -= 1.0
             self._changes.add(change)
         self._after_sync.append(then)
         self._sync()
         return True
+
+    def _fed(self, then: Callable[[], None]) -> None:
+        self._feed_waiting -= 1
+        then()
 
     def _sync(self) -> None:
         if not self._syncing:

@@ -8,7 +8,9 @@ import base64
 import os
 import signal
 import socket
+import stat
 import struct
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +50,20 @@ def test_a_replica_on_the_socket_answers_small_and_large_inputs(
     assert answer["output"] == 600_000 and answer["default"] is False
     log = (cluster.tmp / next(p.name for p in cluster.tmp.glob("bundle-sum-*.log"))).read_text()
     assert f"Connected to the query frontend at {address}" in log
+
+
+def test_a_socket_on_the_filesystem_replaces_a_stale_one_and_is_private(
+        make_cluster: Callable[..., Cluster]) -> None:
+    path = os.path.join(tempfile.mkdtemp(prefix="cs-"), "rpc.sock")  # AF_UNIX: <= 107 bytes
+    with open(path, "w") as stale:  # left by a cluster that did not stop cleanly
+        stale.write("stale")
+    cluster = make_cluster(rpc_socket=path)
+    cluster.add_model("sum", "1")
+    cluster.add_app("sum", model="sum")
+    cluster.start_replica("sum", "1", total, rpc_socket=path)
+    mode = os.stat(path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert cluster.predict("sum", {"input": [1.0, 2.0]})["output"] == 3.0
 
 
 def test_a_killed_replica_is_dropped_at_once(make_cluster: Callable[..., Cluster]) -> None:

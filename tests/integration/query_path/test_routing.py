@@ -7,13 +7,17 @@ frontend shares with the test; the change feed reads on a connection of its own.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import requests
 
-from clipper_core.frontend.routing import LOOKUP_BURST, LOOKUPS_PER_S
+from clipper_core.frontend.routing import FEED_WAIT_S, LOOKUP_BURST, LOOKUPS_PER_S
+from clipper_core.store.sqlite import SQLiteStore
 from clipper_core.types import Application, InputType
 
 from .conftest import wait_for
@@ -48,11 +52,19 @@ def selects(cluster: Cluster) -> Iterator[list[str]]:
     conn.set_trace_callback(None)
 
 
+def flood(cluster: Cluster, names: int) -> list[requests.Response]:
+    """POST to ``names`` unknown applications, 50 at a time."""
+    def post(i: int) -> requests.Response:
+        return requests.post(f"{cluster.url}/missing-{i}/predict", json={"input": [1.0]},
+                             timeout=60)
+    with ThreadPoolExecutor(50) as pool:
+        return list(pool.map(post, range(names)))
+
+
 def test_requests_for_unknown_apps_cause_a_bounded_number_of_store_reads(
         cluster: Cluster, selects: list[str]) -> None:
     started = time.monotonic()
-    for i in range(200):
-        response = cluster.post(f"/missing-{i}/predict", {"input": [1.0]})
+    for response in flood(cluster, 200):
         assert response.status_code == 404
         assert response.json()["error"] == "Application not found"
     elapsed = time.monotonic() - started
@@ -67,6 +79,35 @@ def test_a_just_registered_app_is_found_by_its_first_request(cluster: Cluster) -
     response = cluster.post("/fresh/predict", {"input": [1.0]})  # before the feed delivers it
     assert response.status_code == 200, response.text
     assert response.json()["default"] is True
+
+
+def test_an_app_registered_during_a_flood_is_found_by_its_first_request(
+        cluster: Cluster) -> None:
+    elsewhere = SQLiteStore(cluster.store.path)  # as another process registers it
+    stop = threading.Event()
+
+    def keep_flooding(worker: int) -> None:  # spends every lookup the moment it is there
+        with requests.Session() as session:
+            while not stop.is_set():
+                session.post(f"{cluster.url}/missing-{worker}-{time.monotonic_ns()}/predict",
+                             json={"input": [1.0]}, timeout=60)
+
+    with ThreadPoolExecutor(20) as pool:
+        floods = [pool.submit(keep_flooding, worker) for worker in range(20)]
+        try:
+            time.sleep(LOOKUP_BURST / LOOKUPS_PER_S)
+            elsewhere.add_application(  # the feed brings it within its poll interval
+                Application("flooded", InputType.DOUBLES, "D", 5_000_000))
+            started = time.monotonic()
+            response = cluster.post("/flooded/predict", {"input": [1.0]})
+            waited = time.monotonic() - started
+        finally:
+            stop.set()
+            elsewhere.close()
+        for f in floods:
+            f.result()
+    assert response.status_code == 200, response.text
+    assert waited < FEED_WAIT_S + 1.0
 
 
 def test_a_registration_reads_only_what_changed(cluster: Cluster, selects: list[str]) -> None:
