@@ -3,6 +3,13 @@
 # docs/model-runtime.md). R has one thread, so heartbeats cannot flow while the
 # model runs; instead a batch is cut into chunks that each take about one heartbeat
 # interval (from the measured time per input), with a heartbeat between chunks.
+# Between chunks the replica also reads what the frontend sent: a goodbye there means
+# the frontend found the model hung and dropped this replica, which then exits with
+# RETIRED_STATUS so that its backend starts a new one (clipper_core.runtime does the
+# same). A goodbye between batches makes it reconnect with a new socket.
+
+# The exit status of a replica the frontend dropped as hung (clipper_core.runtime's).
+RETIRED_STATUS <- 75L
 
 log_line <- function(...) {
   message(format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3"), " INFO rclipper-replica: ",
@@ -21,6 +28,7 @@ new_replica <- function(model, name, version, input_type, rpc_version, heartbeat
   state$interval <- heartbeat_interval
   state$per_input_s <- NA_real_
   state$last_heartbeat <- now_s()
+  state$unread <- list()  # messages received while the model ran
   state
 }
 
@@ -49,6 +57,26 @@ heartbeat_if_due <- function(state, socket) {
   }
 }
 
+is_goodbye <- function(frames) {
+  length(frames) >= 3L && read_u32(frames[[3L]]) == MSG_GOODBYE
+}
+
+# Keeps what arrived while the model runs for later; signals `rclipper_dropped` on a
+# goodbye (the frontend gave up on this batch).
+read_while_predicting <- function(state, socket) {
+  repeat {
+    pbdZMQ::zmq.poll(c(socket), c(zmq_constants$POLLIN), timeout = 0L, MC = zmq_constants$MC)
+    if (bitwAnd(pbdZMQ::zmq.poll.get.revents(1L), zmq_constants$POLLIN) == 0L) return()
+    frames <- receive(socket)
+    if (is_goodbye(frames)) {
+      stop(structure(class = c("rclipper_dropped", "condition"), list(
+        message = "the frontend dropped this replica: the model did not answer in time",
+        call = NULL)))
+    }
+    state$unread[[length(state$unread) + 1L]] <- frames
+  }
+}
+
 # Runs the model over `inputs` in chunks of about one heartbeat interval each, with a
 # heartbeat between chunks. The first chunk is an eighth of the batch (at most what the
 # last measured time per input allows), so a batch slower than the ones before it is
@@ -69,6 +97,7 @@ run_model <- function(state, socket, inputs) {
     chunk <- fits()
     done <- done + length(index)
     heartbeat_if_due(state, socket)
+    if (done < n) read_while_predicting(state, socket)
   }
   outputs
 }
@@ -92,8 +121,10 @@ handle_predict <- function(state, socket, rest, rpc_version) {
   if (!is.null(reply)) send(socket, reply)
 }
 
+# Handles one message from the frontend; TRUE if it was a goodbye (reconnect anew).
 handle_message <- function(state, socket, frames) {
   message <- parse_frontend_message(frames)
+  if (message$type == MSG_GOODBYE) return(TRUE)
   if (message$type == MSG_HEARTBEAT) {
     if (length(message$rest) && read_u32(message$rest[[1L]]) == HEARTBEAT_REQUEST_METADATA) {
       send(socket, new_container_message(state$name, state$version, state$input_type,
@@ -105,29 +136,44 @@ handle_message <- function(state, socket, frames) {
   } else if (message$type == MSG_CONTAINER_CONTENT) {
     handle_predict(state, socket, message$rest, message$rpc_version)
   }
+  FALSE
 }
 
-# Serves on one socket until the frontend is silent for `reconnect_after` seconds
-# (returns TRUE: reconnect).
+# Serves on one socket until the frontend is silent for `reconnect_after` seconds or
+# says goodbye (then returns, to reconnect with a new socket).
 serve_session <- function(state, socket, reconnect_after) {
   pollin <- zmq_constants$POLLIN
   send(socket, heartbeat_message())
   state$last_heartbeat <- now_s()
+  state$unread <- list()
   connected <- FALSE
   last_message <- now_s()
   repeat {
-    wait_ms <- max(0L, as.integer(1000 * (state$interval - (now_s() - state$last_heartbeat))))
-    pbdZMQ::zmq.poll(c(socket), c(pollin), timeout = wait_ms, MC = zmq_constants$MC)
-    if (bitwAnd(pbdZMQ::zmq.poll.get.revents(1L), pollin) != 0L) {
-      frames <- receive(socket)
+    if (length(state$unread)) {
+      frames <- state$unread[[1L]]
+      state$unread <- state$unread[-1L]
+    } else {
+      wait_ms <- max(0L, as.integer(1000 * (state$interval - (now_s() - state$last_heartbeat))))
+      pbdZMQ::zmq.poll(c(socket), c(pollin), timeout = wait_ms, MC = zmq_constants$MC)
+      frames <- if (bitwAnd(pbdZMQ::zmq.poll.get.revents(1L), pollin) != 0L) receive(socket)
+    }
+    if (!is.null(frames)) {
       connected <- TRUE
       last_message <- now_s()
-      tryCatch(handle_message(state, socket, frames), error = function(e) {
+      goodbye <- tryCatch(handle_message(state, socket, frames), error = function(e) {
         log_line("dropped a message that could not be handled: %s", conditionMessage(e))
+        FALSE
       })
+      if (goodbye) {
+        log_line("The frontend dropped this replica; reconnecting")
+        return()
+      }
     }
     if (!connected) next
-    if (now_s() - last_message > reconnect_after) return(TRUE)
+    if (now_s() - last_message > reconnect_after) {
+      log_line("No message from the frontend for %g s; reconnecting", reconnect_after)
+      return()
+    }
     heartbeat_if_due(state, socket)
   }
 }
@@ -138,6 +184,8 @@ serve_session <- function(state, socket, reconnect_after) {
 #' answers predict requests until interrupted (SIGINT), then says goodbye (RPC
 #' version 4). A batch whose model call fails gets an error reply naming the R error
 #' (its queries get the application's default output) and the replica keeps serving.
+#' A goodbye from the frontend while the model runs (it found the model hung) ends
+#' the serving.
 #'
 #' @param model A model from [load_model()], or a list with `func`, `input_type`
 #'   and `input_class`.
@@ -146,7 +194,8 @@ serve_session <- function(state, socket, reconnect_after) {
 #' @param input_type The input type to serve (default: the model's).
 #' @param rpc_version 4 (error replies, goodbye) or 3 (the original Clipper's).
 #' @param heartbeat_interval Seconds between heartbeats.
-#' @return Nothing; returns when interrupted.
+#' @return `TRUE` (invisibly) when interrupted, `FALSE` when the frontend dropped the
+#'   replica as hung.
 #' @export
 serve_model <- function(model, name, version, ip = "127.0.0.1", port = 7000L,
                         input_type = model$input_type, rpc_version = RPC_VERSION,
@@ -173,15 +222,17 @@ serve_model <- function(model, name, version, ip = "127.0.0.1", port = 7000L,
     socket <- pbdZMQ::zmq.socket(context, pbdZMQ::ZMQ.ST()$DEALER)
     pbdZMQ::zmq.setsockopt(socket, pbdZMQ::ZMQ.SO()$LINGER, 0L)
     pbdZMQ::zmq.connect(socket, address)
-    if (!serve_session(state, socket, reconnect_after)) break
-    log_line("No message from the frontend for %g s; reconnecting", reconnect_after)
+    serve_session(state, socket, reconnect_after)
     pbdZMQ::zmq.close(socket)
     socket <- NULL
   }, interrupt = function(e) {
     if (!is.null(socket) && state$rpc_version >= RPC_VERSION) send(socket, goodbye_message())
     log_line("Interrupted; stopped")
+    invisible(TRUE)
+  }, rclipper_dropped = function(e) {
+    log_line("The frontend dropped this replica: the model did not answer a batch in time (hung)")
+    invisible(FALSE)
   })
-  invisible()
 }
 
 #' Serve the model bundle named by the environment (the replica's entry point)
@@ -193,7 +244,8 @@ serve_model <- function(model, name, version, ip = "127.0.0.1", port = 7000L,
 #' `python -m clipper_core.runtime` does, and calls
 #' [serve_model()]. Run by the replica process: `Rscript -e "Rclipper::serve_from_env()"`.
 #'
-#' @return Nothing; quits R with status 1 (bad environment) or 2 (model not loadable).
+#' @return Nothing; quits R with status 1 (bad environment), 2 (model not loadable) or
+#'   75 (dropped by the frontend as hung: its backend starts a new replica).
 #' @export
 serve_from_env <- function() {
   env <- function(name, default = NA_character_) {
@@ -216,12 +268,17 @@ serve_from_env <- function() {
     try(writeLines("READY", ready_file), silent = TRUE)
     on.exit(unlink(ready_file))
   }
-  serve_model(model, env("CLIPPER_MODEL_NAME"), env("CLIPPER_MODEL_VERSION"),
-              ip = env("CLIPPER_IP", "127.0.0.1"),
-              port = as.integer(env("CLIPPER_PORT", "7000")),
-              input_type = canonical_input_type(env("CLIPPER_INPUT_TYPE", model$input_type)),
-              rpc_version = as.integer(env("CLIPPER_RPC_VERSION", as.character(RPC_VERSION))),
-              heartbeat_interval = as.numeric(env("CLIPPER_HEARTBEAT_INTERVAL_S", "0.5")))
+  interrupted <- serve_model(
+    model, env("CLIPPER_MODEL_NAME"), env("CLIPPER_MODEL_VERSION"),
+    ip = env("CLIPPER_IP", "127.0.0.1"), port = as.integer(env("CLIPPER_PORT", "7000")),
+    input_type = canonical_input_type(env("CLIPPER_INPUT_TYPE", model$input_type)),
+    rpc_version = as.integer(env("CLIPPER_RPC_VERSION", as.character(RPC_VERSION))),
+    heartbeat_interval = as.numeric(env("CLIPPER_HEARTBEAT_INTERVAL_S", "0.5")))
+  if (!interrupted) {
+    unlink(ready_file)
+    log_line("Exiting with status %d so that a new replica is started", RETIRED_STATUS)
+    quit(save = "no", status = RETIRED_STATUS)
+  }
 }
 
 # Clipper's input type names and aliases (clipper_core/types.py).

@@ -196,7 +196,7 @@ class KubernetesContainerManager(ContainerManager):
             raise
 
     def _apply(self, obj: dict[str, Any]) -> None:
-        """Create ``obj``, or patch it when it exists (a Secret is kept as it is)."""
+        """Create ``obj``, or patch it when it exists (a Secret only gains missing keys)."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         create, patch = {
             "Deployment": (self.apps.create_namespaced_deployment,
@@ -206,9 +206,24 @@ class KubernetesContainerManager(ContainerManager):
         }[kind]
         status, _ = self._call(f"creating {kind} {name}", self._status_of, create,
                                self.namespace, obj)
-        if status == 409 and patch is not None:
+        if status != 409:
+            return
+        if patch is not None:
             self._call(f"updating {kind} {name}", patch, name, self.namespace, obj,
                        _content_type=_STRATEGIC_MERGE)
+        else:
+            self._add_missing_keys(name, obj["stringData"])
+
+    def _add_missing_keys(self, name: str, values: dict[str, str]) -> None:
+        """Add to Secret ``name`` the keys it lacks (one made by an earlier release has no
+        replica secret or Redis password); the values it holds are in use and stay."""
+        secret = self._call(f"reading Secret {name}", self.core.read_namespaced_secret, name,
+                            self.namespace)
+        missing = {key: value for key, value in values.items() if key not in (secret.data or {})}
+        if missing:
+            self.logger.info("Adding %s to Secret %s", ", ".join(sorted(missing)), name)
+            self._call(f"updating Secret {name}", self.core.patch_namespaced_secret, name,
+                       self.namespace, {"stringData": missing})
 
     def _ensure_namespace(self) -> None:
         status, _ = self._call(f"reading namespace {self.namespace}", self._status_of,

@@ -7,12 +7,14 @@ end. ``start_cluster`` starts Clipper clusters on it; each is stopped after the 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import docker.errors
 import pytest
 import requests
 
@@ -84,7 +86,8 @@ class Helpers:
         for container in client.containers.list(all=True, filters={
                 "label": f"io.kubernetes.pod.namespace={manager.namespace}"}):
             if manager.cluster_name in container.labels.get("io.kubernetes.pod.name", ""):
-                container.remove(force=True)
+                with contextlib.suppress(docker.errors.NotFound):  # the kubelet removed it
+                    container.remove(force=True)
         remove_model_images(manager.cluster_name)
 
     @staticmethod

@@ -78,3 +78,22 @@ def test_a_model_pod_without_the_replica_secret_gets_no_queries(
     assert kh.wait_for_prediction(conn.get_query_addr(), "nosecret-app", [1.0, 2.0])[
         "output"] == 3.0
     cm.stop_models({"nosecret": ["1"]})
+
+
+def test_a_secret_from_an_earlier_release_gains_the_keys_it_lacks(kube: str, kh: Any) -> None:
+    cm = kh.new_manager(kube, "k8s-old-secret")
+    name = manifests.token_name(cm.cluster_name)
+    cm.core.create_namespaced_secret(cm.namespace, {  # the management token only
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": manifests.labels(cm.cluster_name, "management")},
+        "type": "Opaque", "stringData": {manifests.TOKEN_KEY: "token-of-the-earlier-release"}})
+    conn = ClipperConnection(cm)
+    try:
+        conn.start_clipper()  # Redis wants the password: it starts only if the key was added
+        assert secret_value(conn, manifests.TOKEN_KEY) == "token-of-the-earlier-release"
+        for key in (manifests.REPLICA_SECRET_KEY, manifests.REDIS_PASSWORD_KEY):
+            assert len(secret_value(conn, key)) >= 32, key
+        conn.register_application("kept", "doubles", "0.0", 100000)
+        assert conn.get_all_apps() == ["kept"]
+    finally:
+        conn.stop_all(graceful=False)

@@ -38,18 +38,15 @@ outputs_of <- function(frames) {
   vapply(seq_along(sizes), function(i) rawToChar(blob[(ends[i] - sizes[i] + 1):ends[i]]), "")
 }
 
-test_that("the replica registers, answers, reports errors, heartbeats through long batches", {
-  f <- function(inputs) {
-    vapply(inputs, function(x) {
-      if (length(x) == 3) stop("bad input of length 3")
-      if (x[1] < 0) Sys.sleep(0.05)
-      sum(x)
-    }, 0)
-  }
+read_if_there <- function(path) if (file.exists(path)) readLines(path) else character(0)
+
+# Starts a replica of `f` (Rscript running serve_from_env) against a ROUTER socket played by
+# the test. Its exit status is written to `status_file`; `stop(passed)` cleans up (printing
+# the replica's log unless `passed`).
+start_replica <- function(f, example) {
   bundle <- tempfile("bundle")
   dir.create(bundle)
-  save_model(f, c(1, 2), file.path(bundle, "func.rds"), verify = FALSE)
-
+  save_model(f, example, file.path(bundle, "func.rds"), verify = FALSE)
   context <- pbdZMQ::zmq.ctx.new()
   router <- pbdZMQ::zmq.socket(context, pbdZMQ::ZMQ.ST()$ROUTER)
   pbdZMQ::zmq.setsockopt(router, pbdZMQ::ZMQ.SO()$LINGER, 0L)
@@ -63,28 +60,63 @@ test_that("the replica registers, answers, reports errors, heartbeats through lo
   }
   expect_false(is.na(port))
   log <- tempfile(fileext = ".log")
+  pid_file <- tempfile(fileext = ".pid")
+  status_file <- tempfile(fileext = ".status")
   env <- c(R_LIBS = paste(.libPaths(), collapse = ":"), CLIPPER_MODEL_NAME = "m",
            CLIPPER_MODEL_VERSION = "1", CLIPPER_PORT = port, CLIPPER_MODEL_PATH = bundle,
            CLIPPER_READY_FILE = file.path(bundle, "ready"), CLIPPER_HEARTBEAT_INTERVAL_S = "0.2")
-  command <- sprintf("%s %s --vanilla -e 'Rclipper::serve_from_env()' > %s 2>&1 & echo $!",
-                     paste0(names(env), "=", shQuote(env), collapse = " "), rscript(), log)
-  passed <- FALSE
-  pid <- as.integer(system(command, intern = TRUE))
-  on.exit({
-    if (!isTRUE(passed)) cat(readLines(log), sep = "\n")
-    tools::pskill(pid, tools::SIGKILL)
-    pbdZMQ::zmq.close(router)
-    pbdZMQ::zmq.ctx.destroy(context)
-  })
+  script <- tempfile(fileext = ".sh")
+  writeLines(c(sprintf("%s %s --vanilla -e 'Rclipper::serve_from_env()' &",
+                       paste0(names(env), "=", shQuote(env), collapse = " "), rscript()),
+               sprintf("echo $! > %s", pid_file), "wait $!",
+               sprintf("echo $? > %s", status_file)), script)
+  system(sprintf("sh %s > %s 2>&1 &", script, log))
+  for (i in 1:100) if (length(read_if_there(pid_file))) break else Sys.sleep(0.05)
+  pid <- as.integer(readLines(pid_file))
+  list(router = router, bundle = bundle, pid = pid, status_file = status_file,
+       stop = function(passed) {
+         if (!isTRUE(passed)) cat(readLines(log), sep = "\n")
+         tools::pskill(pid, tools::SIGKILL)
+         pbdZMQ::zmq.close(router)
+         pbdZMQ::zmq.ctx.destroy(context)
+       })
+}
 
-  first <- receive(router)
-  identity <- first[[1]]
+# Receives the replica's first heartbeat (from a socket other than `old`), asks it to
+# register, returns its identity.
+register <- function(router, old = NULL) {
+  repeat {
+    first <- receive(router)
+    if (!identical(first[[1]], old)) break
+  }
   expect_identical(first[-1], heartbeat_message())
-  pbdZMQ::zmq.send.multipart(router, list(identity, raw(0), u32(4L), u32(2L), u32(1L)),
+  pbdZMQ::zmq.send.multipart(router, list(first[[1]], raw(0), u32(4L), u32(2L), u32(1L)),
                              serialize = FALSE)
   registration <- receive_type(router, MSG_NEW_CONTAINER)$frames
   expect_identical(registration[-1], new_container_message("m", "1", "doubles", 4L))
-  expect_true(file.exists(file.path(bundle, "ready")))
+  first[[1]]
+}
+
+frontend_goodbye <- function(router, identity) {  # "you are dropped" (RPC v4)
+  pbdZMQ::zmq.send.multipart(router, list(identity, raw(0), u32(4L), u32(MSG_GOODBYE)),
+                             serialize = FALSE)
+}
+
+test_that("the replica registers, answers, reports errors, heartbeats through long batches", {
+  f <- function(inputs) {
+    vapply(inputs, function(x) {
+      if (length(x) == 3) stop("bad input of length 3")
+      if (x[1] < 0) Sys.sleep(0.05)
+      sum(x)
+    }, 0)
+  }
+  replica <- start_replica(f, c(1, 2))
+  router <- replica$router
+  passed <- FALSE
+  on.exit(replica$stop(passed))
+
+  identity <- register(router)
+  expect_true(file.exists(file.path(replica$bundle, "ready")))
 
   send_predict(router, identity, 5L, list(c(1, 2), 3.5, c(10, 20)))
   reply <- receive_type(router, MSG_CONTAINER_CONTENT)$frames
@@ -102,10 +134,34 @@ test_that("the replica registers, answers, reports errors, heartbeats through lo
   expect_identical(outputs_of(long$frames), as.character(-(1:30)))
   expect_gte(long$heartbeats, 4L)
 
-  tools::pskill(pid, tools::SIGINT)
+  # a goodbye between batches: the replica reconnects with a new socket and registers again
+  # at once (not after 3 s of silence)
+  frontend_goodbye(router, identity)
+  started <- now_s()
+  again <- register(router, old = identity)
+  expect_lt(now_s() - started, 2)
+  send_predict(router, again, 8L, list(c(2, 2)))
+  expect_identical(outputs_of(receive_type(router, MSG_CONTAINER_CONTENT)$frames), "4")
+
+  tools::pskill(replica$pid, tools::SIGINT)
   goodbye <- receive_type(router, MSG_GOODBYE)$frames
   expect_identical(goodbye[-1], goodbye_message())
   Sys.sleep(0.5)
-  expect_false(file.exists(file.path(bundle, "ready")))
+  expect_false(file.exists(file.path(replica$bundle, "ready")))
+  passed <- TRUE
+})
+
+test_that("a goodbye while the model runs makes the replica exit with status 75", {
+  f <- function(inputs) vapply(inputs, function(x) { Sys.sleep(0.3); x[1] }, 0)
+  replica <- start_replica(f, 1)
+  router <- replica$router
+  passed <- FALSE
+  on.exit(replica$stop(passed))
+  identity <- register(router)
+  send_predict(router, identity, 9L, as.list(as.numeric(1:20)))  # 6 s, in chunks
+  frontend_goodbye(router, identity)  # the frontend found it hung
+  for (i in 1:100) if (length(read_if_there(replica$status_file))) break else Sys.sleep(0.1)
+  expect_identical(read_if_there(replica$status_file), as.character(RETIRED_STATUS))
+  expect_false(file.exists(file.path(replica$bundle, "ready")))
   passed <- TRUE
 })
