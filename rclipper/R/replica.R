@@ -57,6 +57,13 @@ heartbeat_if_due <- function(state, socket) {
   }
 }
 
+# The next message, waiting up to `timeout_ms`; NULL if none arrived.
+poll_message <- function(socket, timeout_ms) {
+  pollin <- zmq_constants$POLLIN
+  pbdZMQ::zmq.poll(c(socket), c(pollin), timeout = timeout_ms, MC = zmq_constants$MC)
+  if (bitwAnd(pbdZMQ::zmq.poll.get.revents(1L), pollin) != 0L) receive(socket)
+}
+
 is_goodbye <- function(frames) {
   length(frames) >= 3L && read_u32(frames[[3L]]) == MSG_GOODBYE
 }
@@ -64,10 +71,7 @@ is_goodbye <- function(frames) {
 # Keeps what arrived while the model runs for later; signals `rclipper_dropped` on a
 # goodbye (the frontend gave up on this batch).
 read_while_predicting <- function(state, socket) {
-  repeat {
-    pbdZMQ::zmq.poll(c(socket), c(zmq_constants$POLLIN), timeout = 0L, MC = zmq_constants$MC)
-    if (bitwAnd(pbdZMQ::zmq.poll.get.revents(1L), zmq_constants$POLLIN) == 0L) return()
-    frames <- receive(socket)
+  while (!is.null(frames <- poll_message(socket, 0L))) {
     if (is_goodbye(frames)) {
       stop(structure(class = c("rclipper_dropped", "condition"), list(
         message = "the frontend dropped this replica: the model did not answer in time",
@@ -142,7 +146,6 @@ handle_message <- function(state, socket, frames) {
 # Serves on one socket until the frontend is silent for `reconnect_after` seconds or
 # says goodbye (then returns, to reconnect with a new socket).
 serve_session <- function(state, socket, reconnect_after) {
-  pollin <- zmq_constants$POLLIN
   send(socket, heartbeat_message())
   state$last_heartbeat <- now_s()
   state$unread <- list()
@@ -154,8 +157,7 @@ serve_session <- function(state, socket, reconnect_after) {
       state$unread <- state$unread[-1L]
     } else {
       wait_ms <- max(0L, as.integer(1000 * (state$interval - (now_s() - state$last_heartbeat))))
-      pbdZMQ::zmq.poll(c(socket), c(pollin), timeout = wait_ms, MC = zmq_constants$MC)
-      frames <- if (bitwAnd(pbdZMQ::zmq.poll.get.revents(1L), pollin) != 0L) receive(socket)
+      frames <- poll_message(socket, wait_ms)
     }
     if (!is.null(frames)) {
       connected <- TRUE
