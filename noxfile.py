@@ -48,8 +48,7 @@ def browser(session: nox.Session) -> None:
 
     ``CLIPPER_SCREENSHOT_DIR=docs/images nox -s browser`` refreshes the docs' screenshots.
     """
-    session.run("bash", "-c", "command -v chromium >/dev/null || "
-                "{ apt-get update -q && apt-get install -y -q chromium; }", external=True)
+    session.run("bash", "scripts/install-system-deps.sh", "chromium", external=True)
     session.install("-e", ".[test]", "playwright")
     session.run(*PYTEST, "tests", "-m", "browser", *session.posargs)
 
@@ -70,9 +69,7 @@ def k8s(session: nox.Session) -> None:
     session.run("bash", "scripts/ensure-docker.sh", external=True)
     session.run("bash", "scripts/build-base-image.sh", external=True)
     session.run("bash", "scripts/kube-local.sh", "build", external=True)
-    session.run("bash", "-c", "command -v docker-registry >/dev/null || { apt-get update -qq && "
-                "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry; }",
-                external=True)
+    session.run("bash", "scripts/install-system-deps.sh", "docker-registry", external=True)
     session.install("-e", ".[test]", "-e", "plugins/clipper-backend-k8s[test]")
     session.run(*PYTEST, "plugins/clipper-backend-k8s/tests", *session.posargs)
 

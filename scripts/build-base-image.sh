@@ -18,14 +18,21 @@ SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="python3,python3-venv,python3-pip,python-is-python3,ca-certificates"
 
+# One build at a time: a second call (scripts/warm-up.sh may run one in the background) waits for
+# the first and then finds the image.
+LOCK=/tmp/clipper-base-image.lock
+if [ -z "${CLIPPER_BASE_IMAGE_LOCK_HELD:-}" ]; then
+    flock -n "$LOCK" true || log "waiting for another build of the base image to finish"
+    CLIPPER_BASE_IMAGE_LOCK_HELD=1 exec flock -o "$LOCK" bash "$0" "$@"
+fi
+
 if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
     log "$IMAGE already exists (use --force to rebuild)"
     exit 0
 fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
-    log "installing debootstrap with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
+    bash "$(dirname "$0")/install-system-deps.sh" debootstrap
 fi
 
 ROOT="$(mktemp -d /tmp/clipper-base-XXXXXX)"

@@ -19,10 +19,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
         exit 1
     fi
     log "installing docker.io with apt-get"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q docker.io
+    bash "$(dirname "$0")/install-system-deps.sh" docker.io
 fi
 
 if ! command -v docker >/dev/null 2>&1; then

@@ -19,6 +19,7 @@
 # docs/kubernetes.md explains the cluster's gaps (no cluster DNS, pods cannot reach the API).
 set -euo pipefail
 
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 HOME_DIR=${CLIPPER_KUBE_HOME:-$HOME/.cache/clipper-kube}
 BIN=$HOME_DIR/bin
 BUILD=$HOME_DIR/build
@@ -36,14 +37,7 @@ die() { log "error: $*"; exit 1; }
 
 need_root() { [ "$(id -u)" -eq 0 ] || die "run as root (the kubelet and kube-proxy need it)"; }
 
-apt_install() {
-    local missing=()
-    for pkg in "$@"; do dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg"); done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]} with apt-get"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
-}
+apt_install() { bash "$SCRIPTS/install-system-deps.sh" "$@"; }
 
 binaries_present() {
     for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
@@ -56,7 +50,7 @@ fetch_source() {
     local src=/etc/apt/sources.list.d/clipper-kube-src.sources
     if ! apt-get source --print-uris kubernetes >/dev/null 2>&1; then
         sed -e 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > "$src"
-        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        bash "$SCRIPTS/install-system-deps.sh" --update
     fi
     mkdir -p "$BUILD"
     if ! ls -d "$BUILD"/kubernetes-1.20.*/ >/dev/null 2>&1; then
