@@ -90,6 +90,8 @@ class ModelRuntime:
         self._version_warned = False
         #: Messages the heartbeat thread read while the model ran, for the main thread.
         self._unread: deque[list[memoryview] | list[bytes]] = deque()
+        #: When the heartbeat thread last read a message: the frontend was alive then.
+        self._unread_at = 0.0
         #: Set when the frontend said goodbye: reconnect with a new socket.
         self._dropped = False
 
@@ -171,6 +173,7 @@ class ModelRuntime:
                     handler.flush()
                 os._exit(RETIRED_EXIT_CODE)
             self._unread.append(frames)
+            self._unread_at = time.monotonic()
 
     # ---------------------------------------------------------------------------------------
     # The loop (main thread, holding the socket)
@@ -203,6 +206,8 @@ class ModelRuntime:
                     self._on_message(channel, channel.recv())
                     while self._unread and not self._stopping:
                         self._on_message(channel, self._unread.popleft())
+                    # what the heartbeat thread read during a long batch is activity too
+                    last_recv = max(last_recv, self._unread_at)
             if self._stopping:
                 continue
             now = time.monotonic()

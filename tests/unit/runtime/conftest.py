@@ -41,6 +41,8 @@ class TestFrontend:
         self.heartbeats: list[tuple[float, bytes]] = []
         self.goodbyes: list[bytes] = []
         self.msg_id = 0
+        #: Whether :meth:`recv` answers heartbeats (a test may make the frontend go quiet).
+        self.answer_heartbeats = True
         self.bind()
 
     def bind(self) -> None:
@@ -81,6 +83,8 @@ class TestFrontend:
         identity, kind = frames[0], rpc.read_u32(frames[2])
         if kind == rpc.MSG_HEARTBEAT:
             self.heartbeats.append((time.monotonic(), identity))
+            if not self.answer_heartbeats:
+                return frames
             hb_type = 0 if identity in self.registered else rpc.HEARTBEAT_REQUEST_METADATA
             self.router.send_multipart([identity, *rpc.heartbeat_reply(rpc.RPC_VERSION, hb_type)])
         elif kind == rpc.MSG_GOODBYE:

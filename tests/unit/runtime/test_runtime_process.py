@@ -163,6 +163,27 @@ def test_heartbeats_keep_flowing_during_a_long_predict(frontend, start_replica):
     assert "reconnecting" not in replica.log
 
 
+def test_replies_read_during_a_long_predict_count_as_frontend_activity(frontend, start_replica):
+    """The frontend answers heartbeats for the first 2.5 s of a 3.5 s batch, then goes quiet:
+    its last reply came 1 s before the batch ended, within the 3 s activity timeout."""
+
+    def slow(inputs):
+        time.sleep(inputs[0][0])
+        return ["done"] * len(inputs)
+
+    replica = start_replica(slow, "doubles", frontend.port, CLIPPER_HEARTBEAT_INTERVAL_S="0.2")
+    reg = frontend.wait_registration()
+    frontend.send_predict(reg.identity, 3, _pack("f8", [[3.5]]))
+    answering_until = time.monotonic() + 2.5
+    while (left := answering_until - time.monotonic()) > 0:
+        frontend.recv(left)
+    frontend.answer_heartbeats = False
+    frontend.wait_for(rpc.MSG_CONTAINER_CONTENT, 10)
+    frontend.answer_heartbeats = True
+    assert frontend.predict(reg.identity, 3, _pack("f8", [[0.0]]), timeout=5) == ("ok", ["done"])
+    assert "reconnecting" not in replica.log
+
+
 def test_reconnects_with_a_new_socket_when_the_frontend_goes_away(frontend, start_replica):
     replica = start_replica(describing_model(), "doubles", frontend.port,
                             CLIPPER_HEARTBEAT_INTERVAL_S="0.2")
