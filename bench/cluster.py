@@ -16,6 +16,24 @@ from bench.workloads import BODY_TEMPLATE, N_DIGITS, Deployment
 log = logging.getLogger("bench")
 
 
+def replica_pids(model: str) -> list[int]:
+    """The pids of ``model``'s replica processes (the runtime, not its supervisor)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"clipper_core.runtime" in cmd and f"CLIPPER_MODEL_NAME={model}".encode() in env:
+            pids.append(int(entry.name))
+    if not pids:
+        raise BenchError(f"no replica process of {model} found")
+    return sorted(pids)
+
+
 class Cluster:
     """``with Cluster(dir) as c: c.deploy(d)`` starts an embedded cluster and stops it after."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError
-from bench.cluster import Cluster
+from bench.cluster import Cluster, replica_pids
 from bench.runner import Runner, Target
 from bench.workloads import BODY_TEMPLATE
 
@@ -82,27 +82,13 @@ def py_spy() -> str | None:
     return shutil.which("py-spy") or (str(beside) if beside.is_file() else None)
 
 
-def _replica_pid(model: str) -> int:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes().split(b"\0")
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"clipper_core.runtime" in cmd and f"CLIPPER_MODEL_NAME={model}".encode() in env:
-            return int(entry.name)
-    raise BenchError(f"no replica process of {model} found")
-
-
 def profile_floor(cluster: Cluster, runner: Runner, out: Path, rate: int = 1000
                   ) -> dict[str, Any]:
     """Profile ``sum`` at concurrency 1; return the breakdown per query (µs) and the p50."""
     server, spy_exe = cluster.server_pid(), py_spy()
     if spy_exe is None or server is None:
         raise BenchError("the latency profile needs py-spy (pip install py-spy) and a server")
-    replica = _replica_pid("sum-model")
+    replica = replica_pids("sum-model")[0]
     out.mkdir(parents=True, exist_ok=True)
     duration = max(2, int(runner.settings.duration))
     spies = {}
