@@ -7,7 +7,6 @@ end. ``start_cluster`` starts Clipper clusters on it; each is stopped after the 
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 import uuid
@@ -79,15 +78,29 @@ class Helpers:
 
 
     @staticmethod
-    def remove_model_images(manager: KubernetesContainerManager) -> None:
+    def remove_model_images(manager: KubernetesContainerManager, timeout: float = 30) -> None:
         """Remove the cluster's model images, once the kubelet's exited containers of its
-        (deleted) pods, which still hold them, are removed."""
+        (deleted) pods, which still hold them, are gone: removed here or by the kubelet."""
         client = docker_client()
-        for container in client.containers.list(all=True, filters={
-                "label": f"io.kubernetes.pod.namespace={manager.namespace}"}):
-            if manager.cluster_name in container.labels.get("io.kubernetes.pod.name", ""):
-                with contextlib.suppress(docker.errors.NotFound):  # the kubelet removed it
+
+        def containers() -> list[Any]:
+            in_namespace = client.containers.list(all=True, filters={
+                "label": f"io.kubernetes.pod.namespace={manager.namespace}"})
+            return [c for c in in_namespace
+                    if manager.cluster_name in c.labels.get("io.kubernetes.pod.name", "")]
+
+        deadline = time.monotonic() + timeout
+        while left := containers():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"containers of {manager.cluster_name}'s pods are still "
+                                     f"there after {timeout:g} s: {[c.name for c in left]}")
+            for container in left:
+                try:
                     container.remove(force=True)
+                except docker.errors.APIError as exc:
+                    if exc.status_code not in (404, 409):  # the kubelet removed it, or is
+                        raise
+            time.sleep(0.2)
         remove_model_images(manager.cluster_name)
 
     @staticmethod
