@@ -161,3 +161,7 @@ class Replica:
     input_type: InputType
     #: Which query frontend the replica is connected to (several may share one store).
     frontend_id: str = ""
+
+    def __str__(self) -> str:
+        """``model:version#id``, as the logs name a replica."""
+        return f"{self.model_name}:{self.model_version}#{self.replica_id}"

@@ -336,8 +336,7 @@ class RpcRouter:
             session.last_seen = time.monotonic()
             self.sessions[session.identity] = session
             session.slot = self.listener.add_replica(session, replica)
-            log.info("replica %s:%s#%d connected (RPC v%d)", name, version, replica_id,
-                     session.rpc_version)
+            log.info("replica %s connected (RPC v%d)", replica, session.rpc_version)
             await loop.run_in_executor(self.executor, self.store.add_replica, replica)
         except Exception:
             log.exception("registering a replica of %s:%s failed", name, version)

@@ -14,6 +14,27 @@ import requests
 from clipper_core.admin.connection import ClipperConnection
 from clipper_core.backends.local import LocalContainerManager
 
+LOG_TAIL_LINES = 25
+_basetemp = pytest.StashKey[Path]()
+
+
+@pytest.fixture(autouse=True)
+def _remember_basetemp(request, tmp_path_factory):
+    request.node.stash[_basetemp] = tmp_path_factory.getbasetemp()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the tail of every cluster log written while it ran:
+    the server's and replicas' side of the failure, which CI keeps only in its output."""
+    report = yield
+    if report.failed and _basetemp in item.stash:
+        for log in sorted(item.stash[_basetemp].glob("**/logs/*.log")):
+            if log.stat().st_mtime >= call.start:
+                tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                report.sections.append((f"{log.parent.parent.name}/{log.name}", "\n".join(tail)))
+    return report
+
 
 @pytest.fixture(scope="session", autouse=True)
 def clipper_home(tmp_path_factory):

@@ -5,6 +5,7 @@ replica at once."""
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import signal
 import socket
@@ -14,6 +15,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from clipper_core.rpc import protocol as p
 from clipper_core.rpc import stream
@@ -66,7 +69,9 @@ def test_a_socket_on_the_filesystem_replaces_a_stale_one_and_is_private(
     assert cluster.predict("sum", {"input": [1.0, 2.0]})["output"] == 3.0
 
 
-def test_a_killed_replica_is_dropped_at_once(make_cluster: Callable[..., Cluster]) -> None:
+def test_a_killed_replica_is_dropped_at_once(make_cluster: Callable[..., Cluster],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "clipper_core.rpc.router")
     cluster, address = socket_cluster(make_cluster, replica_timeout_s=60.0)
     cluster.add_model("sum", "1")
     cluster.add_app("sum", model="sum")
@@ -76,6 +81,7 @@ def test_a_killed_replica_is_dropped_at_once(make_cluster: Callable[..., Cluster
     victim.send_signal(signal.SIGKILL)
     cluster.wait_replicas("sum", "1", 1, timeout=5)
     assert time.monotonic() - started < 5  # not the 60 s replica timeout
+    assert "replica sum:1#0 dropped: closed its connection" in caplog.text
     assert cluster.predict("sum", {"input": [42.0]})["output"] == 42.0
 
 
