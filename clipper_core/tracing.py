@@ -102,9 +102,9 @@ class Tracing:
         """``handle(request, responder, ...)`` that keeps the request's headers for
         :meth:`trace_predict`."""
 
-        def traced(request: Any, responder: Any, *args: Any) -> None:
+        def traced(request: Any, responder: Any, *args: Any, **kwargs: Any) -> None:
             self.headers = request.headers
-            handle(request, responder, *args)
+            handle(request, responder, *args, **kwargs)
 
         return traced
 

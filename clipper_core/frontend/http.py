@@ -288,12 +288,7 @@ class HttpConnection(asyncio.Protocol):
                     and self.transport is not None:
                 request, responder = waiting.popleft()
                 self._in_flight += 1
-                try:
-                    self.server.handler(request, responder)
-                except Exception:  # a handler bug must not kill the connection silently
-                    self.server.log_exception("unhandled error while handling %r", request.path)
-                    responder.send(500, error_body("Internal error",
-                                                   "An unexpected error occurred!"))
+                self.server.call(self.server.handler, request, responder)
         finally:
             self._dispatching = False
         if not self._waiting and not self._writing_paused and not self.closing:
@@ -439,6 +434,15 @@ class HttpServer:
         self.log_exception = log_exception or (lambda *a: None)
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+
+    def call(self, handler: Handler, request: Request, responder: Responder) -> None:
+        """Call ``handler`` (the server's own, or one a request was deferred to); an exception
+        it raises is logged and answered 500: a handler bug must not lose the request."""
+        try:
+            handler(request, responder)
+        except Exception:
+            self.log_exception("unhandled error while handling %r", request.path)
+            responder.send(500, error_body("Internal error", "An unexpected error occurred!"))
 
     @classmethod
     def for_config(cls, config: ClusterConfig, handler: Handler,

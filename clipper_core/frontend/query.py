@@ -45,7 +45,10 @@ _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 #: Metrics are public and read-only: any page (the management frontend's dashboard) may read them.
 _METRICS_HEADERS = ((b"Access-Control-Allow-Origin", b"*"),)
 _HEALTHY = b'{"status":"ok"}'
-#: The header of a 503 answered because a queue is full.
+#: How long a request for an application the frontend does not know waits for the store to
+#: say whether it exists (it may have been registered a moment ago) before it is answered 503.
+LOOKUP_TIMEOUT_S = 5.0
+#: The header of a 503 answered because a queue is full or the store is slow.
 RETRY_AFTER = ((b"Retry-After", b"1"),)
 
 
@@ -290,12 +293,40 @@ class QueryFrontend:
         looked up in the store (it may have been registered a moment ago, its change not
         applied yet; :meth:`RoutingTable.look_up` bounds what that costs the store).
 
-        False if this is that second time, or the lookup is refused: answer 404.
+        False if this is that second time, or the lookup is refused: answer 404. A lookup the
+        store has not answered within :data:`LOOKUP_TIMEOUT_S` is answered 503.
         """
-        routing = self._routing
-        assert routing is not None
-        return not after_reload and routing.look_up(
-            app_name, lambda: self._handle(request, responder, after_reload=True))
+        routing, http, loop = self._routing, self._http, self._loop
+        assert routing is not None and http is not None and loop is not None
+        if after_reload:
+            return False
+        answered = False
+
+        def again(req: Request, resp: Responder) -> None:
+            self._handle(req, resp, after_reload=True)
+
+        def handle_again() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                timer.cancel()
+                http.call(again, request, responder)
+
+        def give_up() -> None:
+            nonlocal answered
+            answered = True
+            log.warning("looking up application %r in %r took longer than %g s",
+                        app_name, self.store, LOOKUP_TIMEOUT_S)
+            responder.send(503, error_body(
+                "Service unavailable",
+                f"Looking up application {app_name!r} in the state store took longer than "
+                f"{LOOKUP_TIMEOUT_S:g} s; retry later"), extra_headers=RETRY_AFTER)
+
+        timer = loop.call_later(LOOKUP_TIMEOUT_S, give_up)
+        if routing.look_up(app_name, handle_again):
+            return True
+        timer.cancel()
+        return False
 
     def _predict(self, route: AppRoute, body: bytes, responder: Responder) -> None:
         try:

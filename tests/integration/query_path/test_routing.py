@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from clipper_core.frontend import query
 from clipper_core.frontend.routing import FEED_WAIT_S, LOOKUP_BURST, LOOKUPS_PER_S
 from clipper_core.store.sqlite import SQLiteStore
 from clipper_core.types import Application, InputType
@@ -130,3 +131,34 @@ def test_changes_to_links_and_deletions_apply(cluster: Cluster) -> None:
     cluster.store.delete_application("relinked")
     wait_for(lambda: cluster.post("/relinked/predict", {"input": [1.0]}).status_code == 404,
              what="the deletion to apply")
+
+
+def test_a_lookup_the_store_does_not_answer_in_time_gets_a_503(
+        make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = make_cluster()
+    monkeypatch.setattr(query, "LOOKUP_TIMEOUT_S", 0.5)
+    stalled, release = threading.Event(), threading.Event()
+    get_application = cluster.store.get_application
+
+    def stalling(name: str) -> Any:  # a store that hangs (Redis unreachable, a stuck disk)
+        if name == "slow":
+            stalled.set()
+            release.wait(30)
+        return get_application(name)
+
+    monkeypatch.setattr(cluster.store, "get_application", stalling)
+    cluster.store.add_application(Application("slow", InputType.DOUBLES, "D", 5_000_000))
+    try:
+        started = time.monotonic()
+        response = cluster.post("/slow/predict", {"input": [1.0]})
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+    assert stalled.is_set()
+    assert response.status_code == 503, response.text
+    assert "Looking up application 'slow' in the state store took longer than 0.5 s" \
+        in response.json()["cause"]
+    assert response.headers["Retry-After"] == "1"
+    assert waited < 5
+    wait_for(lambda: cluster.post("/slow/predict", {"input": [1.0]}).status_code == 200,
+             what="the application once the store answers")
