@@ -288,7 +288,10 @@ class HttpConnection(asyncio.Protocol):
                     and self.transport is not None:
                 request, responder = waiting.popleft()
                 self._in_flight += 1
-                self.server.call(self.server.handler, request, responder)
+                try:
+                    self.server.handler(request, responder)
+                except Exception:
+                    self.server.handler_failed(request, responder)
         finally:
             self._dispatching = False
         if not self._waiting and not self._writing_paused and not self.closing:
@@ -436,13 +439,17 @@ class HttpServer:
         self._sweeper: asyncio.Task[None] | None = None
 
     def call(self, handler: Handler, request: Request, responder: Responder) -> None:
-        """Call ``handler`` (the server's own, or one a request was deferred to); an exception
-        it raises is logged and answered 500: a handler bug must not lose the request."""
+        """Call ``handler``, one a request was deferred to, as the server calls its own."""
         try:
             handler(request, responder)
         except Exception:
-            self.log_exception("unhandled error while handling %r", request.path)
-            responder.send(500, error_body("Internal error", "An unexpected error occurred!"))
+            self.handler_failed(request, responder)
+
+    def handler_failed(self, request: Request, responder: Responder) -> None:
+        """Log the exception a handler raised and answer 500: a handler bug must not lose
+        the request (call it in the ``except`` clause)."""
+        self.log_exception("unhandled error while handling %r", request.path)
+        responder.send(500, error_body("Internal error", "An unexpected error occurred!"))
 
     @classmethod
     def for_config(cls, config: ClusterConfig, handler: Handler,
