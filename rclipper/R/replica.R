@@ -29,6 +29,7 @@ new_replica <- function(model, name, version, input_type, rpc_version, heartbeat
   state$per_input_s <- NA_real_
   state$last_heartbeat <- now_s()
   state$unread <- list()  # messages received while the model ran
+  state$last_read <- -Inf  # when the last of them was received
   state
 }
 
@@ -78,6 +79,7 @@ read_while_predicting <- function(state, socket) {
         call = NULL)))
     }
     state$unread[[length(state$unread) + 1L]] <- frames
+    state$last_read <- now_s()
   }
 }
 
@@ -149,6 +151,7 @@ serve_session <- function(state, socket, reconnect_after) {
   send(socket, heartbeat_message())
   state$last_heartbeat <- now_s()
   state$unread <- list()
+  state$last_read <- -Inf
   connected <- FALSE
   last_message <- now_s()
   repeat {
@@ -172,7 +175,9 @@ serve_session <- function(state, socket, reconnect_after) {
       }
     }
     if (!connected) next
-    if (now_s() - last_message > reconnect_after) {
+    # A message read while the model ran (between chunks) is activity too: a batch longer
+    # than `reconnect_after` is not the frontend's silence.
+    if (now_s() - max(last_message, state$last_read) > reconnect_after) {
       log_line("No message from the frontend for %g s; reconnecting", reconnect_after)
       return()
     }
