@@ -87,6 +87,7 @@ def test_a_long_batch_does_not_get_the_replica_dropped(
     assert not any(a["default"] for a in batch), batch
     assert_outputs_match([a["output"] for a in batch], [2 * v for v in values])
     assert "r-slow:1#0 dropped" not in (cluster.manager.server_log).read_text()
+    assert "reconnecting" not in (cluster.manager.logs_dir / "replica-r-slow-1-0.log").read_text()
     assert cluster.predict("r-slow", {"input": [7.0]})["output"] == 14
 
 
