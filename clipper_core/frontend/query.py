@@ -12,6 +12,7 @@ Responses are built as bytes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -300,21 +301,14 @@ class QueryFrontend:
         assert routing is not None and http is not None and loop is not None
         if after_reload:
             return False
-        answered = False
-
-        def again(req: Request, resp: Responder) -> None:
-            self._handle(req, resp, after_reload=True)
 
         def handle_again() -> None:
-            nonlocal answered
-            if not answered:
-                answered = True
-                timer.cancel()
-                http.call(again, request, responder)
+            timer.cancel()
+            if not responder.done:  # not given up on
+                http.call(functools.partial(self._handle, after_reload=True), request,
+                          responder)
 
         def give_up() -> None:
-            nonlocal answered
-            answered = True
             log.warning("looking up application %r in %r took longer than %g s",
                         app_name, self.store, LOOKUP_TIMEOUT_S)
             responder.send(503, error_body(
