@@ -187,7 +187,7 @@ class Histogram(Metric):
         if len(self.reservoir) < self.sample_size:
             self.reservoir.append(value)
         else:
-            slot = random.randrange(self.count)
+            slot = int(random.random() * self.count)  # randrange: ~20x slower
             if slot < self.sample_size:
                 self.reservoir[slot] = value
 

@@ -2,8 +2,8 @@
 for a replica on the frontend's host, a Unix stream socket (:mod:`clipper_core.rpc.stream`).
 
 Both carry the same messages and offer the same calls to the runtime's loop, which polls
-:attr:`pollable` with ``zmq.Poller`` and reads while :meth:`has_message` says a whole message
-waits.
+:attr:`pollable` (with ``zmq.Poller``, or ``select.poll`` for the Unix socket) and reads while
+:meth:`has_message` says a whole message waits.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import threading
 import time
 from collections import deque
 from types import FrameType
+from typing import Any
 
 import zmq
 
@@ -54,6 +55,8 @@ MAX_CONNECT_DELAY_S = 1.0
 RECONNECT_PAUSE_S = 0.1
 
 Channel = ZmqChannel | StreamChannel
+#: ``zmq.Poller``, or ``select.poll()`` for a Unix socket (both register, unregister, poll).
+Poller = Any
 
 
 class _Shutdown(BaseException):
@@ -182,8 +185,9 @@ class ModelRuntime:
     def _loop(self, context: zmq.Context) -> None:
         cfg = self.config
         interval, timeout = cfg.heartbeat_interval_s, cfg.activity_timeout_s
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
+        # A Unix socket needs no ZeroMQ poller, which costs a second poll(2) per wake-up.
+        poller: Poller = select.poll() if cfg.rpc_socket else zmq.Poller()
+        poller.register(self._wake_r, select.POLLIN)
         channel = self._open(context, poller)
         connected = False
         last_recv = last_heartbeat = time.monotonic()
@@ -236,11 +240,11 @@ class ModelRuntime:
     def _where(self) -> str:
         return self.config.rpc_socket or self.config.address
 
-    def _open(self, context: zmq.Context, poller: zmq.Poller) -> Channel:
+    def _open(self, context: zmq.Context, poller: Poller) -> Channel:
         channel = (self._connect_stream(self.config.rpc_socket) if self.config.rpc_socket
                    else ZmqChannel(context, self.config.address))
         channel.send(rpc.HEARTBEAT_MESSAGE)
-        poller.register(channel.pollable, zmq.POLLIN)
+        poller.register(channel.pollable, select.POLLIN)
         self._channel = channel
         self._metadata_requests = 0
         self._version_warned = False
