@@ -49,6 +49,10 @@ LOOKUP_BURST = 20
 #: How long a request for an unknown application waits for the change feed instead, once
 #: the reads are spent (every store's feed brings a registration well within it).
 FEED_WAIT_S = 0.25
+#: After a failed store read, everything is read again after this pause, which doubles up to
+#: :data:`RETRY_MAX_S` while reads keep failing (a change or a lookup tries at once).
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
 
 #: An application as read from the store: itself, its links, its policy's stored states.
 AppData = tuple[Application, list[str], dict[str, str]]
@@ -167,6 +171,8 @@ class RoutingTable:
         self._read_all = False
         self._syncing = False
         self._after_sync: list[Callable[[], None]] = []
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_s = RETRY_FIRST_S
         #: Store reads that requests for unknown applications may still cause (a token
         #: bucket refilled at :data:`LOOKUPS_PER_S`, up to :data:`LOOKUP_BURST`).
         self._lookups = float(LOOKUP_BURST)
@@ -181,6 +187,8 @@ class RoutingTable:
         self._apply_all(await self.loop.run_in_executor(self.executor, self._snapshot))
 
     def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
@@ -259,15 +267,35 @@ class RoutingTable:
                     else:
                         self._apply_changes(await run(self.executor, self._read_changes,
                                                       changes))
-                except Exception:
-                    log.exception("reading applications from the store failed")
-                    self._read_all = True  # at the next change, read everything
+                except Exception as exc:
+                    self._read_all = True  # what failed may be any part: read everything
+                    self._retry_later(exc)
                     break
+            else:
+                self._retry_s = RETRY_FIRST_S
         finally:
             self._syncing = False
             waiting, self._after_sync = self._after_sync, []
             for callback in waiting:
                 callback()
+
+    def _retry_later(self, exc: Exception) -> None:
+        """Read everything again after a pause that doubles while reads keep failing."""
+        first = self._retry_s == RETRY_FIRST_S
+        if self._retry is None:
+            self._retry = self.loop.call_later(self._retry_s, self._retry_now)
+            self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+        wait = self._retry.when() - self.loop.time()
+        if first:
+            log.error("reading applications from %r failed; reading everything again in %.1f s",
+                      self.store, wait, exc_info=exc)
+        else:
+            log.warning("reading applications from %r failed again (%s); next try in %.1f s",
+                        self.store, exc, wait)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self._sync()
 
     # -- reading ----------------------------------------------------------------------------
     def _read_app(self, name: str) -> AppData | None:

@@ -7,6 +7,7 @@ frontend shares with the test; the change feed reads on a connection of its own.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,11 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis
 import requests
 
-from clipper_core.frontend import query
+from clipper_core.frontend import query, routing
 from clipper_core.frontend.routing import FEED_WAIT_S, LOOKUP_BURST, LOOKUPS_PER_S
+from clipper_core.store.redis import RedisStore
 from clipper_core.store.sqlite import SQLiteStore
+from clipper_core.testing.servers import RedisServer
 from clipper_core.types import Application, InputType
 
 from .conftest import wait_for
@@ -162,3 +166,42 @@ def test_a_lookup_the_store_does_not_answer_in_time_gets_a_503(
     assert waited < 5
     wait_for(lambda: cluster.post("/slow/predict", {"input": [1.0]}).status_code == 200,
              what="the application once the store answers")
+
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.mark.redis
+def test_a_failed_store_read_is_retried_without_another_change(
+        redis_server: RedisServer, make_cluster: Callable[..., Cluster],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A store that refuses reads for a while (a real Redis whose ACL revokes the frontend's
+    read commands): the change the frontend failed to read applies once reads work again,
+    with no further change to prompt it. (The Redis server outlives the cluster.)"""
+    admin = redis.Redis(host=redis_server.host, port=redis_server.port)
+    admin.execute_command("ACL", "SETUSER", "frontend", "on", ">pw", "~*", "&*", "+@all")
+    cluster = make_cluster(
+        store_url=f"redis://frontend:pw@{redis_server.host}:{redis_server.port}/0")
+    cluster.add_app("doomed")
+    elsewhere = RedisStore.from_url(redis_server.url)  # another process, another user
+    try:
+        admin.execute_command("ACL", "SETUSER", "frontend", "-@read")
+        with caplog.at_level(logging.ERROR, logger=routing.__name__):
+            elsewhere.delete_application("doomed")
+            wait_for(lambda: "reading applications from" in caplog.text,
+                     what="the frontend's read of the deletion to fail")
+        assert "no permissions to run the 'hget' command" in caplog.text
+        assert cluster.post("/doomed/predict", {"input": [1.0]}).status_code == 200
+        admin.execute_command("ACL", "SETUSER", "frontend", "+@read")  # reads work again
+        started = time.monotonic()
+        wait_for(lambda: cluster.post("/doomed/predict", {"input": [1.0]}).status_code == 404,
+                 timeout=routing.RETRY_MAX_S + 5, what="the deletion to apply")
+        assert time.monotonic() - started < routing.RETRY_FIRST_S * 4
+    finally:
+        admin.execute_command("ACL", "SETUSER", "frontend", "+@read")  # for the teardown
+        elsewhere.close()
+        admin.close()
