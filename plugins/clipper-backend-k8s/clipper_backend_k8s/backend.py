@@ -32,6 +32,7 @@ from clipper_core.backends.api import (
     create_model_container_label,
 )
 from clipper_core.backends.docker import DockerContainerManager, is_default_frontend_image
+from clipper_core.config import clipper_home, write_atomic
 from clipper_core.exceptions import BackendError, ClipperException
 
 logger = logging.getLogger("clipper.kubernetes")
@@ -86,8 +87,9 @@ class KubernetesContainerManager(ContainerManager):
     ``context`` (default: ``$KUBECONFIG`` or ``~/.kube/config``, else the in-cluster
     configuration), ``node_address`` (the host at which NodePorts answer, instead of a node's
     ExternalDNS/InternalIP address: ``127.0.0.1`` on ``scripts/kube-local.sh``'s cluster),
-    ``redis_image``, ``base_image`` (of the images built with Docker) and
-    ``rollout_timeout_s``.
+    ``redis_image``, ``base_image`` (of the images built with Docker),
+    ``rollout_timeout_s``, and ``tls_cert_file`` + ``tls_key_file`` (PEM files on this machine:
+    both frontends then speak HTTPS only, the pair kept in the Secret ``tls-at-<cluster>``).
     """
 
     name = "kubernetes"
@@ -109,7 +111,16 @@ class KubernetesContainerManager(ContainerManager):
         redis_image: str | None = None,
         base_image: str | None = None,
         rollout_timeout_s: float = 600.0,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> None:
+        if bool(tls_cert_file) != bool(tls_key_file):
+            msg = "TLS needs both tls_cert_file and tls_key_file"
+            raise ClipperException(msg)
+        self.tls_cert_file = str(Path(tls_cert_file).resolve()) if tls_cert_file else None
+        self.tls_key_file = str(Path(tls_key_file).resolve()) if tls_key_file else None
+        #: The certificate clients verify the frontends with, once connected (None: HTTP).
+        self._tls_ca_file: str | None = None
         self.cluster_name = cluster_name
         self.kubernetes_proxy_addr = kubernetes_proxy_addr
         self.redis_ip = redis_ip
@@ -135,6 +146,11 @@ class KubernetesContainerManager(ContainerManager):
         self._query_addr: str | None = None
 
     # -- the API ----------------------------------------------------------------------------
+
+    @property
+    def tls_ca_file(self) -> str | None:
+        """The certificate clients verify the frontends with (None: plain HTTP)."""
+        return self._tls_ca_file
 
     @property
     def core(self) -> Any:
@@ -196,23 +212,24 @@ class KubernetesContainerManager(ContainerManager):
             raise
 
     def _apply(self, obj: dict[str, Any]) -> None:
-        """Create ``obj``, or patch it when it exists (a Secret only gains missing keys)."""
+        """Create ``obj``, or patch it when it exists (the token Secret only gains missing
+        keys)."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         create, patch = {
             "Deployment": (self.apps.create_namespaced_deployment,
                            self.apps.patch_namespaced_deployment),
             "Service": (self.core.create_namespaced_service, self.core.patch_namespaced_service),
-            "Secret": (self.core.create_namespaced_secret, None),
+            "Secret": (self.core.create_namespaced_secret, self.core.patch_namespaced_secret),
         }[kind]
         status, _ = self._call(f"creating {kind} {name}", self._status_of, create,
                                self.namespace, obj)
         if status != 409:
             return
-        if patch is not None:
+        if name == manifests.token_name(self.cluster_name):
+            self._add_missing_keys(name, obj["stringData"])  # its values are in use
+        else:
             self._call(f"updating {kind} {name}", patch, name, self.namespace, obj,
                        _content_type=_STRATEGIC_MERGE)
-        else:
-            self._add_missing_keys(name, obj["stringData"])
 
     def _add_missing_keys(self, name: str, values: dict[str, str]) -> None:
         """Add to Secret ``name`` the keys it lacks (one made by an earlier release has no
@@ -292,6 +309,7 @@ class KubernetesContainerManager(ContainerManager):
         mgmt_image = self._frontend_image(mgmt_frontend_image)
         self._apply(manifests.token_secret(cluster, *(secrets.token_urlsafe(32)
                                                       for _ in range(3))))
+        tls = self._apply_tls()
         if self.redis_ip is None:
             self.logger.info("Starting Redis (Deployment %s)", manifests.redis_name(cluster))
             for obj in manifests.redis(cluster, self.redis_image or self._docker.images.redis(),
@@ -303,10 +321,10 @@ class KubernetesContainerManager(ContainerManager):
         else:
             store = manifests.store_url(cluster, self.redis_ip, self.redis_port,
                                         with_password=False)
-        objects = manifests.management(cluster, mgmt_image, store, types["management"])
+        objects = manifests.management(cluster, mgmt_image, store, types["management"], tls)
         for i in range(num_frontend_replicas):
             objects += manifests.query_frontend(cluster, i, query_image, store, cache_size,
-                                                qf_http_timeout_request, types["query-rpc"])
+                                                qf_http_timeout_request, types["query-rpc"], tls)
         objects.append(manifests.query_service(cluster, types["query"]))
         self.logger.info("Starting the management frontend and %d query frontend(s)",
                          num_frontend_replicas)
@@ -316,6 +334,23 @@ class KubernetesContainerManager(ContainerManager):
         self._wait_rollout([o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"],
                            "the frontends")
         self.connect()
+
+    def _apply_tls(self) -> bool:
+        """Put the certificate and key in the TLS Secret (or delete it, without them); True
+        when the frontends are to speak HTTPS."""
+        name = manifests.tls_name(self.cluster_name)
+        if not self.tls_cert_file or not self.tls_key_file:
+            self._call(f"deleting Secret {name}", self._status_of,
+                       self.core.delete_namespaced_secret, name, self.namespace)
+            return False
+        try:
+            cert, key = Path(self.tls_cert_file).read_text(), Path(self.tls_key_file).read_text()
+        except OSError as exc:
+            msg = f"Cannot read the TLS certificate or key: {exc}"
+            raise ClipperException(msg) from exc
+        self.logger.info("Frontends speak HTTPS with %s (Secret %s)", self.tls_cert_file, name)
+        self._apply(manifests.tls_secret(self.cluster_name, cert, key))
+        return True
 
     def _remove_frontends_from(self, first_id: int) -> None:
         """Delete query frontends ``first_id, first_id+1, ...`` and their model replicas."""
@@ -336,8 +371,26 @@ class KubernetesContainerManager(ContainerManager):
         secret = self._call("reading the management token", self.core.read_namespaced_secret,
                             manifests.token_name(cluster), self.namespace)
         self.management_token = base64.b64decode(secret.data[manifests.TOKEN_KEY]).decode()
+        self._tls_ca_file = self._frontends_certificate()
         self.logger.info("Connected to cluster: query %s, management %s, %d query frontend(s)",
                          self._query_addr, self._admin_addr, self.num_frontend_replicas)
+
+    def _frontends_certificate(self) -> str | None:
+        """The certificate file the running frontends speak HTTPS with (None: HTTP): this
+        manager's own, or the TLS Secret's, written under ``clipper_home()``."""
+        dep = self._call("reading the management frontend", self.apps.read_namespaced_deployment,
+                         manifests.mgmt_name(self.cluster_name), self.namespace)
+        env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env or ()}
+        if not env.get("CLIPPER_TLS_CERT_FILE"):
+            return None
+        if self.tls_cert_file:
+            return self.tls_cert_file
+        secret = self._call("reading the TLS certificate", self.core.read_namespaced_secret,
+                            manifests.tls_name(self.cluster_name), self.namespace)
+        path = clipper_home() / self.cluster_name / f"tls-cert-{self.namespace}.pem"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, base64.b64decode(secret.data["tls.crt"]).decode())
+        return str(path)
 
     def _read_service(self, name: str) -> Any:
         status, svc = self._call(f"reading Service {name}", self._status_of,

@@ -9,6 +9,8 @@ Every object carries ``ai.clipper.container.label=<cluster>`` and ``ai.clipper.n
     mgmt-token-at-<cluster>                   Secret: the management API token, the
                                               replica secret and Redis's password
                                               (docs/security.md)
+    tls-at-<cluster>                          Secret (kubernetes.io/tls): the frontends'
+                                              certificate and key, when they speak HTTPS
     <model>-<version>-deployment-at-<i>-at-<cluster>
                                               Deployment of a model version's replicas that
                                               connect to query frontend i
@@ -42,6 +44,8 @@ REDIS_PASSWORD_KEY = "redis-password"
 #: The environment variable holding Redis's password in the Redis and frontend pods (the one
 #: REDIS_COMMAND reads).
 REDIS_PASSWORD_ENV = "REDIS_PASSWORD"
+#: Where the frontend pods mount the TLS Secret (optional: without it they speak HTTP).
+TLS_MOUNT = "/run/clipper-tls"
 #: Service types the original accepted, per service key.
 SERVICE_KEYS = ("redis", "management", "query", "query-rpc", "metric")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -65,6 +69,10 @@ def frontend_name(cluster: str, frontend_id: int) -> str:
 
 def token_name(cluster: str) -> str:
     return f"mgmt-token-at-{cluster}"
+
+
+def tls_name(cluster: str) -> str:
+    return f"tls-at-{cluster}"
 
 
 def model_name(cluster: str, name: str, version: str, frontend_id: int) -> str:
@@ -100,9 +108,13 @@ def _probes(probe: dict[str, Any], startup_s: int) -> dict[str, Any]:
 
 
 def deployment(name: str, labels_: dict[str, str], container: dict[str, Any], replicas: int,
-               grace_s: int) -> dict[str, Any]:
+               grace_s: int, volumes: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     """A Deployment of ``replicas`` pods running ``container``, selected by ``labels_``."""
     container = {"imagePullPolicy": "IfNotPresent", **container}
+    pod: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": grace_s,
+                           "enableServiceLinks": False}
+    if volumes:
+        pod["volumes"] = list(volumes)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": labels_},
@@ -114,8 +126,7 @@ def deployment(name: str, labels_: dict[str, str], container: dict[str, Any], re
                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": labels_},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": grace_s,
-                         "enableServiceLinks": False},
+                "spec": pod,
             },
         },
     }
@@ -139,6 +150,22 @@ def token_secret(cluster: str, token: str, replica_secret: str, redis_password: 
             "metadata": {"name": token_name(cluster), "labels": labels(cluster, "management")},
             "type": "Opaque", "stringData": {TOKEN_KEY: token, REPLICA_SECRET_KEY: replica_secret,
                                              REDIS_PASSWORD_KEY: redis_password}}
+
+
+def tls_secret(cluster: str, cert_pem: str, key_pem: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": tls_name(cluster), "labels": labels(cluster, "management")},
+            "type": "kubernetes.io/tls", "stringData": {"tls.crt": cert_pem, "tls.key": key_pem}}
+
+
+def _tls(cluster: str, tls: bool) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """A frontend's TLS environment, volume mount and volume. Every frontend mounts the
+    (optional) TLS Secret, so that a patch turns TLS on or off by the environment alone."""
+    env = _env({"CLIPPER_TLS_CERT_FILE": f"{TLS_MOUNT}/tls.crt" if tls else "",
+                "CLIPPER_TLS_KEY_FILE": f"{TLS_MOUNT}/tls.key" if tls else ""})
+    mount = {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True}
+    volume = {"name": "tls", "secret": {"secretName": tls_name(cluster), "optional": True}}
+    return env, mount, volume
 
 
 def _replica_secret_env(cluster: str) -> dict[str, Any]:
@@ -183,29 +210,33 @@ def redis(cluster: str, image: str, port: int, service_type: str) -> list[dict[s
 
 
 def management(cluster: str, image: str, store: tuple[str, list[dict[str, Any]]],
-               service_type: str) -> list[dict[str, Any]]:
-    """The management frontend; ``store`` is :func:`store_url`'s answer."""
+               service_type: str, tls: bool) -> list[dict[str, Any]]:
+    """The management frontend (HTTPS with ``tls``); ``store`` is :func:`store_url`'s
+    answer."""
     lab = labels(cluster, "management-frontend")
+    tls_env, mount, volume = _tls(cluster, tls)
     env = [*store[1], *_env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store[0],
                 "CLIPPER_ROLES": "management", "CLIPPER_MANAGEMENT_HOST": "0.0.0.0",
                 "CLIPPER_MANAGEMENT_PORT": str(CLIPPER_INTERNAL_MANAGEMENT_PORT)})]
     env.append({"name": "CLIPPER_MANAGEMENT_TOKEN", "valueFrom": {
         "secretKeyRef": {"name": token_name(cluster), "key": TOKEN_KEY}}})
     container = {
-        "name": "mgmt-frontend", "image": image, "env": env,
-        "ports": [{"containerPort": CLIPPER_INTERNAL_MANAGEMENT_PORT}],
+        "name": "mgmt-frontend", "image": image, "env": [*env, *tls_env],
+        "volumeMounts": [mount], "ports": [{"containerPort": CLIPPER_INTERNAL_MANAGEMENT_PORT}],
         **_probes({"tcpSocket": {"port": CLIPPER_INTERNAL_MANAGEMENT_PORT}}, 120),
     }
-    return [deployment(mgmt_name(cluster), lab, container, 1, 10),
+    return [deployment(mgmt_name(cluster), lab, container, 1, 10, (volume,)),
             service(mgmt_name(cluster), lab, lab, CLIPPER_INTERNAL_MANAGEMENT_PORT,
                     CLIPPER_INTERNAL_MANAGEMENT_PORT, service_type)]
 
 
 def query_frontend(cluster: str, frontend_id: int, image: str,
                    store: tuple[str, list[dict[str, Any]]], cache_size: int,
-                   request_timeout_s: int, rpc_service_type: str) -> list[dict[str, Any]]:
-    """Frontend ``frontend_id``: its Deployment and the RPC Service its model replicas use;
-    ``store`` is :func:`store_url`'s answer."""
+                   request_timeout_s: int, rpc_service_type: str, tls: bool
+                   ) -> list[dict[str, Any]]:
+    """Frontend ``frontend_id`` (HTTPS with ``tls``): its Deployment and the RPC Service its
+    model replicas use; ``store`` is :func:`store_url`'s answer."""
+    tls_env, mount, volume = _tls(cluster, tls)
     lab = labels(cluster, "query-frontend", **{CLIPPER_QUERY_FRONTEND_ID_LABEL: str(frontend_id)})
     env = [*store[1], *_env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store[0],
                 "CLIPPER_ROLES": "query", "CLIPPER_BIND_HOST": "0.0.0.0",
@@ -215,14 +246,16 @@ def query_frontend(cluster: str, frontend_id: int, image: str,
                 "CLIPPER_CACHE_SIZE": str(cache_size),
                 "CLIPPER_REQUEST_TIMEOUT_S": str(request_timeout_s)})]
     env.append(_replica_secret_env(cluster))
+    probe = {"path": "/metrics", "port": CLIPPER_INTERNAL_QUERY_PORT,
+             "scheme": "HTTPS" if tls else "HTTP"}  # the kubelet does not verify certificates
     container = {
-        "name": "query-frontend", "image": image, "env": env,
-        "ports": [{"containerPort": CLIPPER_INTERNAL_QUERY_PORT},
-                  {"containerPort": CLIPPER_INTERNAL_RPC_PORT}],
-        **_probes({"httpGet": {"path": "/metrics", "port": CLIPPER_INTERNAL_QUERY_PORT}}, 120),
+        "name": "query-frontend", "image": image, "env": [*env, *tls_env],
+        "volumeMounts": [mount], "ports": [{"containerPort": CLIPPER_INTERNAL_QUERY_PORT},
+                                           {"containerPort": CLIPPER_INTERNAL_RPC_PORT}],
+        **_probes({"httpGet": probe}, 120),
     }
     name = frontend_name(cluster, frontend_id)
-    return [deployment(name, lab, container, 1, 10),
+    return [deployment(name, lab, container, 1, 10, (volume,)),
             service(name, lab, lab, CLIPPER_INTERNAL_RPC_PORT, CLIPPER_INTERNAL_RPC_PORT,
                     rpc_service_type)]
 

@@ -1,18 +1,22 @@
-"""Secrets under Kubernetes: Redis wants the password of the cluster's Secret, and a model pod
-without the replica secret gets no queries (docs/security.md)."""
+"""Secrets under Kubernetes: Redis wants the password of the cluster's Secret, a model pod
+without the replica secret gets no queries, and the frontends speak HTTPS with a certificate
+(docs/security.md)."""
 
 from __future__ import annotations
 
 import base64
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 from clipper_backend_k8s import manifests
 
-from clipper_admin import ClipperConnection
+from clipper_admin import ClipperConnection, KubernetesContainerManager
 from clipper_core.backends.api import CLIPPER_DOCKER_LABEL
 from clipper_core.deployers.api import write_bundle
 from clipper_core.deployers.python import PythonDeployer
@@ -97,3 +101,31 @@ def test_a_secret_from_an_earlier_release_gains_the_keys_it_lacks(kube: str, kh:
         assert conn.get_all_apps() == ["kept"]
     finally:
         conn.stop_all(graceful=False)
+
+
+def test_tls_on_both_frontends_and_back_to_http(
+        kube: str, start_cluster: Callable[..., ClipperConnection], tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    conn = start_cluster("k8s-tls", tls_cert_file=str(cert), tls_key_file=str(key))
+    conn.register_application("tls-app", "doubles", "DEFAULT", 100_000)  # HTTPS, verified
+    query = f"{conn.get_query_addr()}/tls-app/predict"
+    answer = requests.post(f"https://{query}", json={"input": [1.0]}, verify=str(cert),
+                           timeout=10)
+    assert answer.status_code == 200 and answer.json()["default"] is True
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"http://{query}", json={"input": [1.0]}, timeout=10)
+    # A manager without the files verifies with the certificate of the cluster's Secret.
+    again = ClipperConnection(KubernetesContainerManager(
+        cluster_name=conn.cm.cluster_name, kubeconfig=kube, node_address="127.0.0.1"))
+    again.connect()
+    assert again.cm.tls_ca_file is not None
+    assert Path(again.cm.tls_ca_file).read_text() == cert.read_text()
+    assert again.get_all_apps() == ["tls-app"]
+    # Started again without them, the same cluster converges to plain HTTP.
+    again.start_clipper()
+    assert again.cm.tls_ca_file is None
+    assert requests.post(f"http://{query}", json={"input": [1.0]}, timeout=10).json()[
+        "default"] is True
