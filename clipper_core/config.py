@@ -258,3 +258,13 @@ class ClusterConfig:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write_atomic(path, json.dumps(self.to_mapping(), indent=2))
+
+
+def tracing_environment() -> dict[str, str]:
+    """The tracing settings of this process's environment (``CLIPPER_TRACING_*``, checked as
+    a configuration checks them, and OpenTelemetry's ``OTEL_*``), for the query frontends a
+    backend starts in containers."""
+    ClusterConfig()  # raises ValidationError naming a bad endpoint or sample ratio
+    names = (ENV_PREFIX + "TRACING_ENDPOINT", ENV_PREFIX + "TRACING_SAMPLE_RATIO")
+    return {name: value for name, value in os.environ.items()
+            if name in names or name.startswith("OTEL_")}

@@ -54,7 +54,7 @@ from clipper_core.backends.api import (
 )
 from clipper_core.backends.docker_images import ImageBuilder, docker_client
 from clipper_core.backends.docker_supervisor import CLIPPER_SUPERVISOR_LABEL
-from clipper_core.config import SECRETS_FILE, clipper_home, load_secrets
+from clipper_core.config import SECRETS_FILE, clipper_home, load_secrets, tracing_environment
 from clipper_core.exceptions import BackendError, ClipperException
 from clipper_core.hookspecs import hookimpl
 
@@ -253,7 +253,8 @@ class DockerContainerManager(ContainerManager):
         ``num_frontend_replicas`` query frontends share the Redis; frontend 0 publishes
         ``clipper_query_port``/``clipper_rpc_port``, the others free ports
         (:meth:`get_query_addrs`). Images missing locally are built (``frontend_exporter_image``
-        is not used: the query frontend serves ``/metrics`` itself).
+        is not used: the query frontend serves ``/metrics`` itself). The query frontends get
+        this process's tracing settings (:func:`~clipper_core.config.tracing_environment`).
         """
         if num_frontend_replicas < 1:
             msg = f"num_frontend_replicas must be at least 1, got {num_frontend_replicas}"
@@ -265,6 +266,7 @@ class DockerContainerManager(ContainerManager):
                 "cluster_name"
             )
             raise ClipperException(msg)
+        tracing = tracing_environment()
         query_image = self._frontend_image(query_frontend_image)
         mgmt_image = self._frontend_image(mgmt_frontend_image)
         supervisor_image = self.images.server()
@@ -311,7 +313,7 @@ class DockerContainerManager(ContainerManager):
                          "CLIPPER_FRONTEND_ID": str(i),
                          "CLIPPER_REPLICA_SECRET": secrets["replica_secret"],
                          "CLIPPER_CACHE_SIZE": str(cache_size),
-                         "CLIPPER_REQUEST_TIMEOUT_S": str(qf_http_timeout_request)},
+                         "CLIPPER_REQUEST_TIMEOUT_S": str(qf_http_timeout_request), **tracing},
             volumes=volumes)
             for i in range(num_frontend_replicas)]
         self._run(

@@ -2,7 +2,7 @@
 
 Images (Dockerfiles in ``clipper_core/images/``, also linked from ``docker/``)::
 
-    clipper/core:<v>               base image + clipper-core in /opt/clipper (a venv)
+    clipper/core:<v>               base image + clipper-core[tracing] in /opt/clipper (a venv)
     clipper/server:<v>             python -m clipper_core.server --from-env (query / management)
     clipper/python-closure:<v>     python -m clipper_core.runtime, CLIPPER_MODEL_PATH=/model
     clipper/<deployer>-closure:<v> the same runtime with a framework deployer's plugin and
@@ -56,6 +56,8 @@ IMAGE_PYTHON_LABEL = "ai.clipper.python"
 #: the base image has), tagged ``clipper/<name>:<version>``.
 CLOSURE_ALIASES = ("python-closure-container", "python35-closure-container",
                    "python36-closure-container", "python37-closure-container")
+#: clipper-core's extras installed in clipper/core: the frontends in containers can trace.
+CORE_EXTRAS = ("tracing",)
 #: The images ``clipper images build`` builds by default.
 DEFAULT_IMAGES = ("server", "python-closure", "redis", "noop-container", *CLOSURE_ALIASES)
 #: Lines of a failed build's log quoted in the error.
@@ -197,10 +199,23 @@ def _wheel_metadata(wheel: Path) -> str:
         return zf.read(name).decode()
 
 
-def _wheel_requirements(wheel: Path) -> list[str]:
-    """The unconditional ``Requires-Dist`` entries of a wheel."""
-    return sorted(line.split(":", 1)[1].strip() for line in _wheel_metadata(wheel).splitlines()
-                  if line.startswith("Requires-Dist:") and "extra ==" not in line)
+def _wheel_requirements(wheel: Path, extras: Sequence[str] = ()) -> list[str]:
+    """The ``Requires-Dist`` entries of a wheel that need no extra or one of ``extras`` (the
+    extra's marker dropped)."""
+    found = []
+    for line in _wheel_metadata(wheel).splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        entry = line.split(":", 1)[1].strip()
+        if "extra ==" not in entry:
+            found.append(entry)
+            continue
+        req = Requirement(entry)
+        if req.marker is not None and any(req.marker.evaluate({"extra": extra})
+                                          for extra in extras):
+            req.marker = None
+            found.append(str(req))
+    return sorted(found)
 
 
 def _missing_requirements(wheelhouse: Path, env: dict[str, str]) -> list[str]:
@@ -544,7 +559,7 @@ class ImageBuilder:
     def _dependency_wheels(self, out: Path, core_wheel: Path, image: str) -> None:
         """Wheels of clipper-core's dependencies for ``image``, cached on the host per
         (requirements, marker environment)."""
-        requirements = _wheel_requirements(core_wheel)
+        requirements = _wheel_requirements(core_wheel, CORE_EXTRAS)
         cached = cache_dir() / "wheelhouse" / _digest(
             requirements, self.marker_environment(image))[:16]
         if not (cached / ".complete").is_file():

@@ -1,4 +1,5 @@
-# clipper/core: clipper-core installed offline from host-built wheels into /opt/clipper (a venv).
+# clipper/core: clipper-core (with its tracing extra) installed offline from host-built wheels
+# into /opt/clipper (a venv).
 # Build context: deps/ (wheels of clipper-core's dependencies, resolved on the host, and
 # requirements.txt) and wheels/ (the clipper-core wheel).
 ARG BASE_IMAGE=python:3.11-slim

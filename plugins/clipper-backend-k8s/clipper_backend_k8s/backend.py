@@ -32,7 +32,7 @@ from clipper_core.backends.api import (
     create_model_container_label,
 )
 from clipper_core.backends.docker import DockerContainerManager, is_default_frontend_image
-from clipper_core.config import clipper_home, write_atomic
+from clipper_core.config import clipper_home, tracing_environment, write_atomic
 from clipper_core.exceptions import BackendError, ClipperException
 
 logger = logging.getLogger("clipper.kubernetes")
@@ -295,7 +295,9 @@ class KubernetesContainerManager(ContainerManager):
         num_frontend_replicas: int = 1,
     ) -> None:
         """Apply Redis (unless ``redis_ip``), the management and ``num_frontend_replicas``
-        query frontends, wait until every pod is ready, then connect.
+        query frontends (with this process's tracing settings,
+        :func:`~clipper_core.config.tracing_environment`), wait until every pod is ready, then
+        connect.
 
         Idempotent: on a running cluster it converges (a smaller ``num_frontend_replicas``
         removes the extra frontends and their model replicas).
@@ -303,6 +305,7 @@ class KubernetesContainerManager(ContainerManager):
         if num_frontend_replicas < 1:
             msg = f"num_frontend_replicas must be at least 1, got {num_frontend_replicas}"
             raise ClipperException(msg)
+        tracing = tracing_environment()
         self._ensure_namespace()
         cluster, types = self.cluster_name, self.service_types
         query_image = self._frontend_image(query_frontend_image)
@@ -324,7 +327,8 @@ class KubernetesContainerManager(ContainerManager):
         objects = manifests.management(cluster, mgmt_image, store, types["management"], tls)
         for i in range(num_frontend_replicas):
             objects += manifests.query_frontend(cluster, i, query_image, store, cache_size,
-                                                qf_http_timeout_request, types["query-rpc"], tls)
+                                                qf_http_timeout_request, types["query-rpc"], tls,
+                                                tracing)
         objects.append(manifests.query_service(cluster, types["query"]))
         self.logger.info("Starting the management frontend and %d query frontend(s)",
                          num_frontend_replicas)

@@ -232,10 +232,11 @@ def management(cluster: str, image: str, store: tuple[str, list[dict[str, Any]]]
 
 def query_frontend(cluster: str, frontend_id: int, image: str,
                    store: tuple[str, list[dict[str, Any]]], cache_size: int,
-                   request_timeout_s: int, rpc_service_type: str, tls: bool
-                   ) -> list[dict[str, Any]]:
-    """Frontend ``frontend_id`` (HTTPS with ``tls``): its Deployment and the RPC Service its
-    model replicas use; ``store`` is :func:`store_url`'s answer."""
+                   request_timeout_s: int, rpc_service_type: str, tls: bool,
+                   tracing: dict[str, str]) -> list[dict[str, Any]]:
+    """Frontend ``frontend_id`` (HTTPS with ``tls``; tracing with ``tracing``, the variables
+    of :func:`~clipper_core.config.tracing_environment`): its Deployment and the RPC Service
+    its model replicas use; ``store`` is :func:`store_url`'s answer."""
     tls_env, mount, volume = _tls(cluster, tls)
     lab = labels(cluster, "query-frontend", **{CLIPPER_QUERY_FRONTEND_ID_LABEL: str(frontend_id)})
     env = [*store[1], *_env({"CLIPPER_CLUSTER_NAME": cluster, "CLIPPER_STORE_URL": store[0],
@@ -244,7 +245,10 @@ def query_frontend(cluster: str, frontend_id: int, image: str,
                 "CLIPPER_RPC_PORT": str(CLIPPER_INTERNAL_RPC_PORT),
                 "CLIPPER_FRONTEND_ID": str(frontend_id),
                 "CLIPPER_CACHE_SIZE": str(cache_size),
-                "CLIPPER_REQUEST_TIMEOUT_S": str(request_timeout_s)})]
+                "CLIPPER_REQUEST_TIMEOUT_S": str(request_timeout_s),
+                # always set, so that a patch also turns tracing off
+                "CLIPPER_TRACING_ENDPOINT": "", "CLIPPER_TRACING_SAMPLE_RATIO": "1",
+                **tracing})]
     env.append(_replica_secret_env(cluster))
     probe = {"path": "/metrics", "port": CLIPPER_INTERNAL_QUERY_PORT,
              "scheme": "HTTPS" if tls else "HTTP"}  # the kubelet does not verify certificates

@@ -7,7 +7,11 @@ import zipfile
 from pathlib import Path
 
 from clipper_core.backends.docker import find_unbound_port, is_default_frontend_image
-from clipper_core.backends.docker_images import _missing_requirements, image_tag
+from clipper_core.backends.docker_images import (
+    _missing_requirements,
+    _wheel_requirements,
+    image_tag,
+)
 
 
 def test_image_tags_name_the_base_image_unless_default() -> None:
@@ -51,3 +55,13 @@ def test_missing_requirements_are_evaluated_for_the_image_python(tmp_path: Path)
            "platform_system": "Linux", "platform_version": "", "implementation_version": "3.11.2"}
     assert _missing_requirements(tmp_path, env) == ["async-timeout>=4.0.3"]
     assert _missing_requirements(tmp_path, {**env, "python_full_version": "3.11.7"}) == []
+
+
+def test_an_images_requirements_include_the_extras_it_installs(tmp_path: Path) -> None:
+    _wheel(tmp_path, "core", ['numpy>=1.21', 'tomli; python_version < "3.11"',
+                              'opentelemetry-sdk>=1.20; extra == "tracing"',
+                              'pytest>=8; extra == "test"'])
+    wheel = tmp_path / "core-1.0-py3-none-any.whl"
+    assert _wheel_requirements(wheel) == ["numpy>=1.21", 'tomli; python_version < "3.11"']
+    assert _wheel_requirements(wheel, ("tracing",)) == [
+        "numpy>=1.21", "opentelemetry-sdk>=1.20", 'tomli; python_version < "3.11"']

@@ -3,7 +3,13 @@ import stat
 
 import pytest
 
-from clipper_core.config import ClusterConfig, is_loopback, load_secrets, redact_url
+from clipper_core.config import (
+    ClusterConfig,
+    is_loopback,
+    load_secrets,
+    redact_url,
+    tracing_environment,
+)
 from clipper_core.exceptions import ValidationError
 
 
@@ -47,6 +53,19 @@ def test_tracing_is_off_unless_an_otlp_http_endpoint_is_set(monkeypatch):
         with pytest.raises(ValidationError, match="from 0 to 1"):
             ClusterConfig(tracing_sample_ratio=bad)
 
+
+
+def test_containers_get_the_checked_tracing_settings_of_the_environment(monkeypatch):
+    for name in ("CLIPPER_TRACING_ENDPOINT", "CLIPPER_TRACING_SAMPLE_RATIO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("CLIPPER_CACHE_SIZE", "1")  # not a tracing setting
+    assert tracing_environment() == {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+    monkeypatch.setenv("CLIPPER_TRACING_ENDPOINT", "http://172.17.0.1:4318")
+    assert tracing_environment()["CLIPPER_TRACING_ENDPOINT"] == "http://172.17.0.1:4318"
+    monkeypatch.setenv("CLIPPER_TRACING_ENDPOINT", "172.17.0.1:4318")
+    with pytest.raises(ValidationError, match="OTLP/HTTP URL"):
+        tracing_environment()
 
 def test_an_endpoint_without_a_path_gets_the_traces_path():
     from clipper_core.tracing import traces_url
