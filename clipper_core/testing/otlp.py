@@ -49,6 +49,15 @@ class OtlpReceiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    @classmethod
+    def for_containers(cls) -> OtlpReceiver:
+        """A receiver on every address of this machine, named by its address on Docker's
+        default bridge, which containers (and the local Kubernetes cluster's pods) reach."""
+        from clipper_core.backends.docker import docker_client
+
+        bridge = docker_client().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        return cls("0.0.0.0", url_host=bridge)
+
     def add(self, request: ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
             resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
@@ -79,3 +88,9 @@ class OtlpReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self) -> OtlpReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
