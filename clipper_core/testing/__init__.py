@@ -3,6 +3,7 @@
 :class:`DeployerConformance` is the deployer conformance suite; :class:`DeployerEndToEnd` adds a
 deployment on the embedded default queried over REST; :class:`DeployerRegistration` holds only
 its registration tests, for deployers whose replicas are not Python. See ``docs/plugins/writing-a-deployer.md``.
+:class:`clipper_core.testing.otlp.OtlpReceiver` collects the spans a traced cluster exports.
 """
 
 from __future__ import annotations
