@@ -173,6 +173,7 @@ class RoutingTable:
         self._after_sync: list[Callable[[], None]] = []
         self._retry: asyncio.TimerHandle | None = None
         self._retry_s = RETRY_FIRST_S
+        self._read_failures = metrics.counter("internal:store_read_failures")
         #: Store reads that requests for unknown applications may still cause (a token
         #: bucket refilled at :data:`LOOKUPS_PER_S`, up to :data:`LOOKUP_BURST`).
         self._lookups = float(LOOKUP_BURST)
@@ -281,6 +282,7 @@ class RoutingTable:
 
     def _retry_later(self, exc: Exception) -> None:
         """Read everything again after a pause that doubles while reads keep failing."""
+        self._read_failures.count += 1
         first = self._retry_s == RETRY_FIRST_S
         if self._retry is None:
             self._retry = self.loop.call_later(self._retry_s, self._retry_now)

@@ -196,6 +196,7 @@ def test_a_failed_store_read_is_retried_without_another_change(
                      what="the frontend's read of the deletion to fail")
         assert "no permissions to run the 'hget' command" in caplog.text
         assert cluster.post("/doomed/predict", {"input": [1.0]}).status_code == 200
+        assert int(cluster.metric("internal:store_read_failures")["count"]) >= 1
         admin.execute_command("ACL", "SETUSER", "frontend", "+@read")  # reads work again
         started = time.monotonic()
         wait_for(lambda: cluster.post("/doomed/predict", {"input": [1.0]}).status_code == 404,
