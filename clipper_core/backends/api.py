@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -49,6 +50,16 @@ _MODEL_CONTAINER_LABEL_DELIMITER = "_"
 def create_model_container_label(name: str, version: str) -> str:
     """``<name>_<version>``, the value of a replica's model label."""
     return f"{name}{_MODEL_CONTAINER_LABEL_DELIMITER}{version}"
+
+
+def tls_files(cert_file: str | None, key_file: str | None) -> tuple[str | None, str | None]:
+    """A backend's TLS certificate and key as absolute paths (None, None: plain HTTP);
+    ``ClipperException`` when only one is given."""
+    if bool(cert_file) != bool(key_file):
+        msg = "TLS needs both tls_cert_file and tls_key_file"
+        raise ClipperException(msg)
+    return (str(Path(cert_file).resolve()) if cert_file else None,
+            str(Path(key_file).resolve()) if key_file else None)
 
 
 def parse_model_container_label(label: str) -> tuple[str, str]:

@@ -51,6 +51,7 @@ from clipper_core.backends.api import (
     ReplicaState,
     create_model_container_label,
     parse_model_container_label,
+    tls_files,
 )
 from clipper_core.backends.docker_images import ImageBuilder, docker_client
 from clipper_core.backends.docker_supervisor import CLIPPER_SUPERVISOR_LABEL
@@ -140,11 +141,7 @@ class DockerContainerManager(ContainerManager):
     ) -> None:
         """With ``tls_cert_file`` and ``tls_key_file`` (PEM files on the Docker host), both
         frontends speak HTTPS only."""
-        if bool(tls_cert_file) != bool(tls_key_file):
-            msg = "TLS needs both tls_cert_file and tls_key_file"
-            raise ClipperException(msg)
-        self.tls_cert_file = str(Path(tls_cert_file).resolve()) if tls_cert_file else None
-        self.tls_key_file = str(Path(tls_key_file).resolve()) if tls_key_file else None
+        self.tls_cert_file, self.tls_key_file = tls_files(tls_cert_file, tls_key_file)
         self.cluster_name = cluster_name
         self.public_hostname = docker_ip_address
         self.use_centralized_log = use_centralized_log

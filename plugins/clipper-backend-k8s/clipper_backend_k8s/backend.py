@@ -30,6 +30,7 @@ from clipper_core.backends.api import (
     ContainerManager,
     ReplicaState,
     create_model_container_label,
+    tls_files,
 )
 from clipper_core.backends.docker import DockerContainerManager, is_default_frontend_image
 from clipper_core.config import clipper_home, tracing_environment, write_atomic
@@ -114,11 +115,7 @@ class KubernetesContainerManager(ContainerManager):
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
     ) -> None:
-        if bool(tls_cert_file) != bool(tls_key_file):
-            msg = "TLS needs both tls_cert_file and tls_key_file"
-            raise ClipperException(msg)
-        self.tls_cert_file = str(Path(tls_cert_file).resolve()) if tls_cert_file else None
-        self.tls_key_file = str(Path(tls_key_file).resolve()) if tls_key_file else None
+        self.tls_cert_file, self.tls_key_file = tls_files(tls_cert_file, tls_key_file)
         #: The certificate clients verify the frontends with, once connected (None: HTTP).
         self._tls_ca_file: str | None = None
         self.cluster_name = cluster_name
