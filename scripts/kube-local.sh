@@ -128,7 +128,18 @@ compile() {
 
 # ---------------------------------------------------------------------------------------- start
 
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+own_pid() {  # own_pid NAME: print the pid in run/NAME.pid if that process is still NAME's binary
+    # A pid file can outlive its process (a killed session, a reboot) and pids are reused once
+    # pid_max (32768 here) wraps, so the pid alone may name someone else's process.
+    local pid exe
+    [ -f "$RUN/$1.pid" ] || return 1
+    pid=$(cat "$RUN/$1.pid")
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+    exe=${exe% (deleted)}
+    [ "${exe##*/}" = "$1" ] && echo "$pid"
+}
+
+alive() { own_pid "$1" >/dev/null; }
 
 launch() {  # launch NAME COMMAND...: run in the background unless already alive; log to run/NAME.log
     local name=$1; shift
@@ -138,11 +149,15 @@ launch() {  # launch NAME COMMAND...: run in the background unless already alive
     echo $! >"$RUN/$name.pid"
 }
 
-wait_for() {  # wait_for WHAT SECONDS COMMAND...
-    local what=$1 seconds=$2; shift 2
+wait_for() {  # wait_for WHAT SECONDS LOG COMMAND...: on timeout, show the end of run/LOG.log
+    local what=$1 seconds=$2 log=$3; shift 3
     local deadline=$((SECONDS + seconds))
     until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt $deadline ] || die "$what not ready after ${seconds}s; see the logs in $RUN"
+        if [ $SECONDS -ge $deadline ]; then
+            log "the last lines of $RUN/$log.log:"
+            tail -n 15 "$RUN/$log.log" >&2 || true
+            die "$what not ready after ${seconds}s; see the logs in $RUN"
+        fi
         sleep 0.5
     done
 }
@@ -207,7 +222,7 @@ start() {
         --service-cluster-ip-range=10.96.0.0/16 --service-node-port-range=30000-32767 \
         --kubelet-preferred-address-types=Hostname,InternalIP,ExternalIP \
         --endpoint-reconciler-type=none --enable-priority-and-fairness=false --profiling=false
-    wait_for "kube-apiserver" 90 bash -c "[ -f '$RUN/certs/apiserver.crt' ] && curl -sf -m 2 --cacert '$RUN/certs/apiserver.crt' $API/readyz"
+    wait_for "kube-apiserver" 90 kube-apiserver bash -c "[ -f '$RUN/certs/apiserver.crt' ] && curl -sf -m 2 --cacert '$RUN/certs/apiserver.crt' $API/readyz"
     write_kubeconfig
     launch kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_PATH" \
         --bind-address=127.0.0.1 --secure-port=16444 --leader-elect=false \
@@ -230,7 +245,7 @@ start() {
         --metrics-bind-address=127.0.0.1:10249 --cluster-cidr=172.17.0.0/16 --nodeport-addresses=127.0.0.0/8 \
         --conntrack-max-per-core=0
     log "waiting for node $NODE to be Ready"
-    wait_for "node $NODE" 120 node_ready
+    wait_for "node $NODE" 120 kubelet node_ready
     log "cluster is up (kubectl: --kubeconfig $KUBECONFIG_PATH)"
     echo "export KUBECONFIG=$KUBECONFIG_PATH"
 }
@@ -243,17 +258,14 @@ status() {
 
 stop() {
     need_root
-    local c
+    local c pid
     for c in "${COMPONENTS[@]}"; do
-        if alive "$c"; then log "stopping $c"; kill "$(cat "$RUN/$c.pid")" 2>/dev/null || true; fi
+        if pid=$(own_pid "$c"); then log "stopping $c"; kill "$pid" 2>/dev/null || true; fi
     done
     for c in "${COMPONENTS[@]}"; do
-        if [ -f "$RUN/$c.pid" ]; then
-            local pid; pid=$(cat "$RUN/$c.pid")
-            for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-            kill -9 "$pid" 2>/dev/null || true
-            rm -f "$RUN/$c.pid"
-        fi
+        for _ in $(seq 20); do alive "$c" || break; sleep 0.25; done
+        if pid=$(own_pid "$c"); then kill -9 "$pid" 2>/dev/null || true; fi
+        rm -f "$RUN/$c.pid"
     done
     # The containers of pods: dockershim labels every one it creates with the pod's namespace.
     local ids; ids=$(docker ps -aq --filter label=io.kubernetes.pod.namespace 2>/dev/null || true)

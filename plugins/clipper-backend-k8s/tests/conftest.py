@@ -25,23 +25,18 @@ from clipper_core.testing.docker import base_image, prepare_docker, remove_model
 KUBE_START_TIMEOUT_S = 1800
 
 
-def kube_local(command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(scripts_dir() / "kube-local.sh"), command], text=True,
-                          stdout=subprocess.PIPE, timeout=KUBE_START_TIMEOUT_S, check=False)
-
-
 @pytest.fixture(scope="session")
 def kube() -> Iterator[str]:
     """The path of the local cluster's kubeconfig; the cluster runs while the session lasts."""
     prepare_docker()
-    already_up = kube_local("status").returncode == 0
-    started = kube_local("start")
+    already_up = Helpers.kube_local("status").returncode == 0
+    started = Helpers.kube_local("start")
     assert started.returncode == 0, f"kube-local.sh start failed:\n{started.stdout}"
     kubeconfig = started.stdout.strip().splitlines()[-1].removeprefix("export KUBECONFIG=")
     with base_image():
         yield kubeconfig
     if not already_up:
-        kube_local("stop")
+        Helpers.kube_local("stop")
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +64,12 @@ def shared_conn(start_cluster: Callable[..., ClipperConnection]) -> ClipperConne
 
 class Helpers:
     """Helpers the tests use through the ``kh`` fixture (conftest is not importable)."""
+
+    @staticmethod
+    def kube_local(command: str) -> subprocess.CompletedProcess[str]:
+        """Run ``scripts/kube-local.sh <command>``; its log lines go to the test's stderr."""
+        return subprocess.run(["bash", str(scripts_dir() / "kube-local.sh"), command], text=True,
+                              stdout=subprocess.PIPE, timeout=KUBE_START_TIMEOUT_S, check=False)
 
     @staticmethod
     def new_manager(kubeconfig: str, prefix: str, **kwargs: Any) -> KubernetesContainerManager:

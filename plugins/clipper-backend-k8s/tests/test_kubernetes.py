@@ -4,6 +4,7 @@ admin scenarios (spec §11.2), scaling, rollouts and a killed model pod, on one 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,6 +56,21 @@ def model_dir(tmp_path: Path) -> str:
 
 def test_clipper_admin_resolves_to_the_plugin(kube: str) -> None:
     assert isinstance(KubernetesContainerManager(kubeconfig=kube), PluginManager)
+
+
+def test_a_pid_file_naming_another_process_does_not_count_as_running(kh: Any, kube: str) -> None:
+    """kube-local.sh trusts a component's pid file only while that pid runs the component's
+    binary: once pids wrap, a stale file can name another process, and `start` skipped the kubelet."""
+    pid_file = Path(kube).parent / "kubelet.pid"
+    kubelets_pid = pid_file.read_text()
+    with subprocess.Popen(["sleep", "60"]) as stranger:
+        try:
+            pid_file.write_text(f"{stranger.pid}\n")
+            assert kh.kube_local("status").returncode == 1
+        finally:
+            pid_file.write_text(kubelets_pid)
+            stranger.kill()
+    assert kh.kube_local("status").returncode == 0
 
 
 @pytest.mark.parametrize(("service_types", "message"), [
