@@ -37,8 +37,10 @@ if pgrep -x dockerd >/dev/null 2>&1; then
     log "dockerd is already starting (pid $(pgrep -x dockerd | head -1)); waiting for it"
 else
     log "starting dockerd (log: $LOG)"
-    # A stale pid file from a killed engine stops dockerd from starting.
+    # Stale pid files from a killed engine stop dockerd from starting (or, once the pid is
+    # reused, make it wait for a containerd that is not there).
     rm -f /var/run/docker.pid
+    pgrep -x containerd >/dev/null 2>&1 || rm -f /var/run/docker/containerd/containerd.pid
     nohup dockerd >>"$LOG" 2>&1 </dev/null &
     disown || true
 fi
