@@ -222,3 +222,10 @@ def test_soak_memory_levels_off_only_when_the_last_quarter_is_flat():
     assert summary(samples(filling_then_flat), Counter({"valid 200": 1}))["levels_off"]
     leaking = [50 + i * 0.5 for i in range(40)]
     assert not summary(samples(leaking), Counter())["levels_off"]
+
+
+def test_the_hop_driver_gets_the_models_answers_from_a_real_replica():
+    from bench.hop import measure
+
+    hop = measure(200, evict_bytes=1 << 16)
+    assert hop["round_trip_us"] > 0 and hop["replica_cpu_us"] >= 0
