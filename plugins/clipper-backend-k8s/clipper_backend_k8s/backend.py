@@ -539,7 +539,9 @@ class KubernetesContainerManager(ContainerManager):
             for name in names:
                 dep = self._call(f"reading Deployment {name}", self.apps.read_namespaced_deployment,
                                  name, self.namespace)
-                own = self._pods(dep.spec.selector.match_labels)
+                # a deleted pod whose containers stopped is gone, whenever the kubelet confirms
+                own = [p for p in self._pods(dep.spec.selector.match_labels)
+                       if p.metadata.deletion_timestamp is None or _runs(p)]
                 pods += own
                 ready = sum(1 for p in own if _is_ready(p) and p.metadata.deletion_timestamp is None)
                 done = ((dep.status.observed_generation or 0) >= dep.metadata.generation
@@ -601,29 +603,44 @@ class KubernetesContainerManager(ContainerManager):
         return self._call("listing pods", self.core.list_namespaced_pod, self.namespace,
                           label_selector=manifests.selector(labels)).items
 
-    def _delete_where(self, labels: dict[str, str | None], grace_s: int | None = None) -> None:
+    def _delete_where(self, *selections: dict[str, str | None],
+                      grace_s: int | None = None) -> None:
         """Delete this cluster's Deployments (and their ReplicaSets, so that none recreates a
-        pod while the garbage collector catches up), Services and Secrets matching ``labels``,
-        then wait until their pods are gone."""
-        selector = self._selector(**labels)
+        pod while the garbage collector catches up), Services and Secrets matching each of
+        ``selections`` (label dicts), then wait until their pods are gone.
+
+        A pod whose containers have all stopped is then removed at once (grace period 0):
+        nothing of it runs any more, and the 1.20 kubelet would only confirm the deletion at
+        its next status sync, up to 10 s later.
+        """
         ns = self.namespace
-        self._call("deleting Deployments", self.apps.delete_collection_namespaced_deployment,
-                   ns, label_selector=selector, propagation_policy="Background")
-        self._call("deleting ReplicaSets", self.apps.delete_collection_namespaced_replica_set,
-                   ns, label_selector=selector, propagation_policy="Background")
-        for svc in self._call("listing Services", self.core.list_namespaced_service, ns,
-                              label_selector=selector).items:
-            # The 1.20 server's answer to a Service delete does not deserialize in the client.
-            self._call(f"deleting Service {svc.metadata.name}", self._status_of,
-                       self.core.delete_namespaced_service, svc.metadata.name, ns,
-                       _preload_content=False)
-        self._call("deleting Secrets", self.core.delete_collection_namespaced_secret, ns,
-                   label_selector=selector)
-        if grace_s is not None:
-            self._call("deleting pods", self.core.delete_collection_namespaced_pod, ns,
-                       label_selector=selector, grace_period_seconds=grace_s)
+        for labels in selections:
+            selector = self._selector(**labels)
+            self._call("deleting Deployments", self.apps.delete_collection_namespaced_deployment,
+                       ns, label_selector=selector, propagation_policy="Background")
+            self._call("deleting ReplicaSets",
+                       self.apps.delete_collection_namespaced_replica_set, ns,
+                       label_selector=selector, propagation_policy="Background")
+            for svc in self._call("listing Services", self.core.list_namespaced_service, ns,
+                                  label_selector=selector).items:
+                # The 1.20 server's answer to a Service delete does not deserialize in the
+                # client.
+                self._call(f"deleting Service {svc.metadata.name}", self._status_of,
+                           self.core.delete_namespaced_service, svc.metadata.name, ns,
+                           _preload_content=False)
+            self._call("deleting Secrets", self.core.delete_collection_namespaced_secret, ns,
+                       label_selector=selector)
+            if grace_s is not None:
+                self._call("deleting pods", self.core.delete_collection_namespaced_pod, ns,
+                           label_selector=selector, grace_period_seconds=grace_s)
         deadline = time.monotonic() + 120
-        while pods := self._pods({CLIPPER_DOCKER_LABEL: self.cluster_name, **labels}):
+        while pods := [pod for labels in selections
+                       for pod in self._pods({CLIPPER_DOCKER_LABEL: self.cluster_name, **labels})]:
+            for pod in pods:
+                if pod.metadata.deletion_timestamp is not None and not _runs(pod):
+                    self._call(f"removing the stopped pod {pod.metadata.name}", self._status_of,
+                               self.core.delete_namespaced_pod, pod.metadata.name, ns,
+                               grace_period_seconds=0)
             if time.monotonic() > deadline:
                 msg = (f"{len(pods)} pod(s) of cluster {self.cluster_name!r} still exist 120 s "
                        f"after deletion: {', '.join(p.metadata.name for p in pods)}")
@@ -646,10 +663,8 @@ class KubernetesContainerManager(ContainerManager):
         return paths
 
     def stop_models(self, models: dict[str, list[str]]) -> None:
-        for name, versions in models.items():
-            for version in versions:
-                label = create_model_container_label(name, str(version))
-                self._delete_where({CLIPPER_MODEL_CONTAINER_LABEL: label})
+        self._delete_where(*({CLIPPER_MODEL_CONTAINER_LABEL: create_model_container_label(
+            name, str(version))} for name, versions in models.items() for version in versions))
 
     def stop_all_model_containers(self) -> None:
         self._delete_where({CLIPPER_NAME_LABEL: "model"})
@@ -672,6 +687,12 @@ class KubernetesContainerManager(ContainerManager):
             msg = "Not connected to a Kubernetes cluster: call start_clipper() or connect() first"
             raise ClipperException(msg)
         return addr
+
+
+def _runs(pod: Any) -> bool:
+    """Whether a container of ``pod`` is running."""
+    return any(s.state is not None and s.state.running is not None
+               for s in pod.status.container_statuses or [])
 
 
 def _is_ready(pod: Any) -> bool:

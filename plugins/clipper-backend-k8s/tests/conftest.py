@@ -16,6 +16,7 @@ from typing import Any
 import docker.errors
 import pytest
 import requests
+from clipper_backend_k8s import manifests
 
 from clipper_admin import ClipperConnection, KubernetesContainerManager
 from clipper_core.backends.docker import docker_client
@@ -70,6 +71,14 @@ class Helpers:
         """Run ``scripts/kube-local.sh <command>``; its log lines go to the test's stderr."""
         return subprocess.run(["bash", str(scripts_dir() / "kube-local.sh"), command], text=True,
                               stdout=subprocess.PIPE, timeout=KUBE_START_TIMEOUT_S, check=False)
+
+    @staticmethod
+    def frontend_log(conn: ClipperConnection) -> str:
+        """The log of the cluster's one query frontend pod."""
+        cm = conn.cm
+        (pod,) = cm.core.list_namespaced_pod(cm.namespace, label_selector=manifests.selector(
+            manifests.labels(cm.cluster_name, "query-frontend"))).items
+        return str(cm.core.read_namespaced_pod_log(pod.metadata.name, cm.namespace))
 
     @staticmethod
     def new_manager(kubeconfig: str, prefix: str, **kwargs: Any) -> KubernetesContainerManager:

@@ -3,6 +3,7 @@ admin scenarios (spec §11.2), scaling, rollouts and a killed model pod, on one 
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -144,7 +145,10 @@ def test_build_and_deploy_from_directory(kh: Any, shared_conn: ClipperConnection
     assert kh.wait_for_prediction(conn.get_query_addr(), "bd-app", [1.5, 2.0])["output"] == 3.5
 
 
-def test_stop_models(shared_conn: ClipperConnection, model_dir: str, closure_image: str) -> None:
+def test_stop_models(kh: Any, shared_conn: ClipperConnection, model_dir: str,
+                     closure_image: str) -> None:
+    """Stopped replicas are gone, and went gracefully: each said goodbye to the frontend
+    before its stopped pod was removed."""
     conn = shared_conn
     image = conn.build_model("stop-model", "1", model_dir, closure_image)
     for name in ("jimmypage", "robertplant"):
@@ -159,6 +163,10 @@ def test_stop_models(shared_conn: ClipperConnection, model_dir: str, closure_ima
     assert not model_pods(conn, "robertplant_ii")
     assert {(m["model_name"], m["model_version"]) for m in conn.get_all_models(verbose=True)
             if m["model_name"] in ("jimmypage", "robertplant")} == {("robertplant", "i")}
+    log = kh.frontend_log(conn)
+    for version in ("jimmypage:i", "jimmypage:ii", "robertplant:ii"):
+        assert re.search(rf"replica {version}#\S+ dropped: said goodbye", log), version
+    assert not re.search(r"replica robertplant:i#\S+ dropped", log)
 
 
 def test_remove_inactive_versions(shared_conn: ClipperConnection, model_dir: str,

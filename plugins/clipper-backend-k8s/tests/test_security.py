@@ -49,13 +49,6 @@ def test_redis_wants_the_password_of_the_clusters_secret(shared_conn: ClipperCon
         assert password not in str(dep.to_dict()), dep.metadata.name
 
 
-def frontend_log(conn: ClipperConnection) -> str:
-    cm = conn.cm
-    (pod,) = cm.core.list_namespaced_pod(cm.namespace, label_selector=manifests.selector(
-        manifests.labels(cm.cluster_name, "query-frontend"))).items
-    return str(cm.core.read_namespaced_pod_log(pod.metadata.name, cm.namespace))
-
-
 def test_a_model_pod_without_the_replica_secret_gets_no_queries(
         kh: Any, shared_conn: ClipperConnection, tmp_path: Path) -> None:
     conn, cm = shared_conn, shared_conn.cm
@@ -73,9 +66,9 @@ def test_a_model_pod_without_the_replica_secret_gets_no_queries(
     cm.apps.create_namespaced_deployment(cm.namespace, obj)
     refusal = "refused a container registering as nosecret:1: it presented no replica secret"
     deadline = time.monotonic() + 180
-    while refusal not in frontend_log(conn) and time.monotonic() < deadline:
+    while refusal not in kh.frontend_log(conn) and time.monotonic() < deadline:
         time.sleep(1)
-    assert refusal in frontend_log(conn)
+    assert refusal in kh.frontend_log(conn)
     assert kh.predict(conn.get_query_addr(), "nosecret-app", [1.0, 2.0])["default"] is True
     # The same pod with the secret (the backend's own manifest) is served.
     cm.deploy_model("nosecret", "1", "doubles", image)
