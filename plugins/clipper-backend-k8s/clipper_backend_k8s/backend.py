@@ -539,9 +539,7 @@ class KubernetesContainerManager(ContainerManager):
             for name in names:
                 dep = self._call(f"reading Deployment {name}", self.apps.read_namespaced_deployment,
                                  name, self.namespace)
-                # a deleted pod whose containers stopped is gone, whenever the kubelet confirms
-                own = [p for p in self._pods(dep.spec.selector.match_labels)
-                       if p.metadata.deletion_timestamp is None or _runs(p)]
+                own = [p for p in self._pods(dep.spec.selector.match_labels) if not _gone(p)]
                 pods += own
                 ready = sum(1 for p in own if _is_ready(p) and p.metadata.deletion_timestamp is None)
                 done = ((dep.status.observed_generation or 0) >= dep.metadata.generation
@@ -609,9 +607,9 @@ class KubernetesContainerManager(ContainerManager):
         pod while the garbage collector catches up), Services and Secrets matching each of
         ``selections`` (label dicts), then wait until their pods are gone.
 
-        A pod whose containers have all stopped is then removed at once (grace period 0):
-        nothing of it runs any more, and the 1.20 kubelet would only confirm the deletion at
-        its next status sync, up to 10 s later.
+        A pod that is :func:`gone <_gone>` is then removed at once (grace period 0): nothing of
+        it runs any more, and the 1.20 kubelet would only confirm the deletion at its next
+        status sync, up to 10 s later.
         """
         ns = self.namespace
         for labels in selections:
@@ -637,7 +635,7 @@ class KubernetesContainerManager(ContainerManager):
         while pods := [pod for labels in selections
                        for pod in self._pods({CLIPPER_DOCKER_LABEL: self.cluster_name, **labels})]:
             for pod in pods:
-                if pod.metadata.deletion_timestamp is not None and not _runs(pod):
+                if _gone(pod):
                     self._call(f"removing the stopped pod {pod.metadata.name}", self._status_of,
                                self.core.delete_namespaced_pod, pod.metadata.name, ns,
                                grace_period_seconds=0)
@@ -648,11 +646,14 @@ class KubernetesContainerManager(ContainerManager):
             time.sleep(0.5)
 
     def get_logs(self, logging_dir: str) -> list[str]:
-        """Write each container's log of every cluster pod to ``<dir>/<pod>_<container>.log``."""
+        """Write each container's log of every cluster pod (but those :func:`_gone`) to
+        ``<dir>/<pod>_<container>.log``."""
         directory = Path(logging_dir)
         directory.mkdir(parents=True, exist_ok=True)
         paths = []
         for pod in self._list("pods"):
+            if _gone(pod):  # its stopped containers may be removed, logs and all
+                continue
             for container in pod.spec.containers:
                 path = directory / f"{pod.metadata.name}_{container.name}.log"
                 log = self._call(f"reading the log of {pod.metadata.name}",
@@ -689,10 +690,12 @@ class KubernetesContainerManager(ContainerManager):
         return addr
 
 
-def _runs(pod: Any) -> bool:
-    """Whether a container of ``pod`` is running."""
-    return any(s.state is not None and s.state.running is not None
-               for s in pod.status.container_statuses or [])
+def _gone(pod: Any) -> bool:
+    """Whether ``pod`` is deleted and none of its containers runs: gone in all but the API
+    object, which the kubelet removes at its next status sync."""
+    return pod.metadata.deletion_timestamp is not None and not any(
+        s.state is not None and s.state.running is not None
+        for s in pod.status.container_statuses or [])
 
 
 def _is_ready(pod: Any) -> bool:
