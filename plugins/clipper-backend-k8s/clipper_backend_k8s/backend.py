@@ -563,7 +563,7 @@ class KubernetesContainerManager(ContainerManager):
                           if stuck else "no pods were created")
                 msg = f"Timed out after {self.rollout_timeout_s:g}s waiting for {what}: {detail}"
                 raise BackendError(msg)
-            time.sleep(1.0)
+            time.sleep(0.5)
 
     def _pod_report(self, pod: Any, what: str, reason: str, message: str) -> str:
         """The error text for a pod of ``what`` that fails: reason, hint, events, log lines."""
