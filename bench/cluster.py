@@ -16,6 +16,12 @@ from bench.workloads import BODY_TEMPLATE, N_DIGITS, Deployment
 log = logging.getLogger("bench")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` has spent, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def replica_pids(model: str) -> list[int]:
     """The pids of ``model``'s replica processes (the runtime, not its supervisor)."""
     pids = []

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench import BenchError
+from bench.cluster import cpu_seconds
 from bench.workloads import feature_sum
 from clipper_core.rpc import protocol as rpc
 from clipper_core.rpc import stream
@@ -29,11 +30,6 @@ from clipper_core.types import InputType
 INPUTS = [struct.pack("<3d", 1.0, 2.0, 3.0)]
 #: ``feature_sum``'s answer to them.
 EXPECTED = b"6.0"
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _serve(address: str, cpu: int) -> None:
@@ -78,13 +74,13 @@ def measure(requests: int, evict_bytes: int, cpu: int = 0) -> dict[str, float]:
             raise BenchError(f"the replica answered {answer}, expected [{EXPECTED!r}]")
         for msg_id in range(min(requests, 2000)):  # warm-up
             round_trip(msg_id)
-        cpu_before, start = _cpu_seconds(pid), time.perf_counter()
+        cpu_before, start = cpu_seconds(pid), time.perf_counter()
         for msg_id in range(requests):
             round_trip(msg_id)
             buffer[:] = neighbour
         elapsed = time.perf_counter() - start
         return {"round_trip_us": elapsed / requests * 1e6,
-                "replica_cpu_us": (_cpu_seconds(pid) - cpu_before) / requests * 1e6}
+                "replica_cpu_us": (cpu_seconds(pid) - cpu_before) / requests * 1e6}
     finally:
         os.kill(pid, 15)
         os.waitpid(pid, 0)

@@ -11,14 +11,13 @@ alternate with nginx), so ``ratio_qps`` is the share of throughput left with tra
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from bench import BenchError
-from bench.cluster import Cluster
+from bench.cluster import Cluster, cpu_seconds
 from bench.runner import Runner, Target, records
 from bench.workloads import Deployment, Scenario
 
@@ -115,12 +114,7 @@ def server_cpu_per_query(runner: Runner, cluster: Cluster, scenario: Scenario) -
     pid = cluster.server_pid()
     if pid is None:
         raise BenchError("the cluster's server process is not running")
-    before = _cpu_seconds(pid)
+    before = cpu_seconds(pid)
     load = runner.closed(Target(cluster.query_port, scenario.path), scenario.body,
                          scenario.distinct, max(runner.settings.connections))
-    return (_cpu_seconds(pid) - before) * 1e6 / max(load.requests, 1)
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (cpu_seconds(pid) - before) * 1e6 / max(load.requests, 1)
