@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import socket
+import struct
 import threading
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +17,21 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+#: The ioctl that reads an interface's IPv4 address (``<linux/sockios.h>``).
+_SIOCGIFADDR = 0x8915
+
+
+def _docker_bridge_address() -> str:
+    """This machine's IPv4 address on Docker's default bridge, read from the bridge's interface
+    (the network's record may name no gateway: a newly installed engine's does not)."""
+    from clipper_core.backends.docker import docker_client
+
+    options = docker_client().networks.get("bridge").attrs["Options"] or {}
+    interface = options.get("com.docker.network.bridge.name", "docker0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", interface.encode()[:15]))
+    return socket.inet_ntoa(answer[20:24])
 
 
 class OtlpReceiver:
@@ -53,10 +71,7 @@ class OtlpReceiver:
     def for_containers(cls) -> OtlpReceiver:
         """A receiver on every address of this machine, named by its address on Docker's
         default bridge, which containers (and the local Kubernetes cluster's pods) reach."""
-        from clipper_core.backends.docker import docker_client
-
-        bridge = docker_client().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-        return cls("0.0.0.0", url_host=bridge)
+        return cls("0.0.0.0", url_host=_docker_bridge_address())
 
     def add(self, request: ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
