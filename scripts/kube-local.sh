@@ -12,6 +12,11 @@
 #   scripts/kube-local.sh status   exit 0 when the cluster answers, 1 otherwise
 #   scripts/kube-local.sh stop     stop everything, remove the pods' containers, the iptables rules
 #                                  and the cluster's state, restore net.ipv4.conf.all.route_localnet
+#   scripts/kube-local.sh use PID  start, and record process PID as a holder of the cluster
+#   scripts/kube-local.sh release PID
+#                                  PID no longer holds it; when no live holder is left and a `use`
+#                                  had to start the cluster, stop it (test sessions running side by
+#                                  side share one cluster, and the last one out stops it)
 #
 # Needs root and a running Docker engine (`bash scripts/ensure-docker.sh`). Everything it keeps
 # lives under $CLIPPER_KUBE_HOME (default ~/.cache/clipper-kube): bin/ (the cached binaries,
@@ -145,7 +150,7 @@ launch() {  # launch NAME COMMAND...: run in the background unless already alive
     local name=$1; shift
     if alive "$name"; then return 0; fi
     log "starting $name (log: $RUN/$name.log)"
-    setsid "$@" >"$RUN/$name.log" 2>&1 </dev/null &
+    setsid "$@" >"$RUN/$name.log" 2>&1 </dev/null 8>&- &  # not the holders' lock (fd 8)
     echo $! >"$RUN/$name.pid"
 }
 
@@ -293,8 +298,53 @@ stop() {
     local d; for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
         [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
-    rm -rf "$RUN/etcd" "$RUN/kubelet" "$RUN/kubelet-pki" "$RUN/kubeconfig"
+    rm -rf "$RUN/etcd" "$RUN/kubelet" "$RUN/kubelet-pki" "$RUN/kubeconfig" "$RUN/holders"
     log "cluster stopped and its state removed"
+}
+
+# -------------------------------------------------------------------------------------- holders
+# run/holders/<pid> holds the start time of the process that `use`d the cluster (a pid alone may be
+# reused); run/holders/.stop-on-release says a `use` started the cluster. Both commands run under
+# run/holders.lock, so a release cannot stop the cluster while a use starts or joins it.
+
+started_at() {  # started_at PID: the process's start time (field 22 of /proc/PID/stat)
+    local stat; stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }   # the fields after "pid (comm) "; comm may hold spaces
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo "${20}"
+}
+
+live_holder() { [ "$(cat "$RUN/holders/$1" 2>/dev/null)" = "$(started_at "$1")" ]; }
+
+lock_holders() { mkdir -p "$RUN/holders"; exec 8>"$RUN/holders.lock"; flock 8; }
+
+use() {
+    need_root
+    local pid=${1:?usage: $0 use PID}
+    started_at "$pid" >/dev/null || die "no process $pid to hold the cluster"
+    lock_holders
+    if ! status; then touch "$RUN/holders/.stop-on-release"; fi
+    start
+    started_at "$pid" >"$RUN/holders/$pid"
+}
+
+release() {
+    need_root
+    local pid=${1:?usage: $0 release PID} f others=0
+    lock_holders
+    rm -f "$RUN/holders/$pid"
+    for f in "$RUN"/holders/*; do
+        [ -e "$f" ] || continue
+        if live_holder "${f##*/}"; then others=$((others + 1)); else rm -f "$f"; fi
+    done
+    if [ "$others" -gt 0 ]; then
+        log "the cluster stays up: $others other process(es) hold it"
+    elif [ -f "$RUN/holders/.stop-on-release" ]; then
+        stop
+    else
+        log "the cluster stays up: it was running before the first use"
+    fi
 }
 
 case "${1:-}" in
@@ -303,5 +353,7 @@ case "${1:-}" in
     start) start ;;
     status) status ;;
     stop) stop ;;
-    *) echo "usage: $0 fetch|build|start|status|stop" >&2; exit 2 ;;
+    use) use "${2:-}" ;;
+    release) release "${2:-}" ;;
+    *) echo "usage: $0 fetch|build|start|status|stop|use PID|release PID" >&2; exit 2 ;;
 esac

@@ -1,12 +1,14 @@
 """Fixtures of the Kubernetes backend tests: the local cluster of scripts/kube-local.sh.
 
-``kube`` (session) starts the Docker engine, builds the registry-free base image and starts
-the local cluster (building its binaries once, cached); a cluster it started is stopped at the
-end. ``start_cluster`` starts Clipper clusters on it; each is stopped after the session.
+``kube`` (session) starts the Docker engine, builds the registry-free base image and holds
+the local cluster (``kube-local.sh use``: started if needed, its binaries built once and cached);
+at the end it lets go (``release``), which stops the cluster when no other test session holds it
+and a session started it. ``start_cluster`` starts Clipper clusters on it; each is stopped after the session.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -30,14 +32,14 @@ KUBE_START_TIMEOUT_S = 1800
 def kube() -> Iterator[str]:
     """The path of the local cluster's kubeconfig; the cluster runs while the session lasts."""
     prepare_docker()
-    already_up = Helpers.kube_local("status").returncode == 0
-    started = Helpers.kube_local("start")
-    assert started.returncode == 0, f"kube-local.sh start failed:\n{started.stdout}"
+    started = Helpers.kube_local("use", str(os.getpid()))
+    assert started.returncode == 0, f"kube-local.sh use failed:\n{started.stdout}"
     kubeconfig = started.stdout.strip().splitlines()[-1].removeprefix("export KUBECONFIG=")
-    with base_image():
-        yield kubeconfig
-    if not already_up:
-        Helpers.kube_local("stop")
+    try:
+        with base_image():
+            yield kubeconfig
+    finally:
+        Helpers.kube_local("release", str(os.getpid()))
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +69,9 @@ class Helpers:
     """Helpers the tests use through the ``kh`` fixture (conftest is not importable)."""
 
     @staticmethod
-    def kube_local(command: str) -> subprocess.CompletedProcess[str]:
-        """Run ``scripts/kube-local.sh <command>``; its log lines go to the test's stderr."""
-        return subprocess.run(["bash", str(scripts_dir() / "kube-local.sh"), command], text=True,
+    def kube_local(*command: str) -> subprocess.CompletedProcess[str]:
+        """Run ``scripts/kube-local.sh <command...>``; its log lines go to the test's stderr."""
+        return subprocess.run(["bash", str(scripts_dir() / "kube-local.sh"), *command], text=True,
                               stdout=subprocess.PIPE, timeout=KUBE_START_TIMEOUT_S, check=False)
 
     @staticmethod

@@ -3,6 +3,7 @@ admin scenarios (spec §11.2), scaling, rollouts and a killed model pod, on one 
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -72,6 +73,22 @@ def test_a_pid_file_naming_another_process_does_not_count_as_running(kh: Any, ku
             pid_file.write_text(kubelets_pid)
             stranger.kill()
     assert kh.kube_local("status").returncode == 0
+
+
+def test_a_session_letting_go_leaves_the_cluster_to_the_others_holding_it(kh: Any, kube: str) -> None:
+    """Test sessions side by side share the local cluster (`kube-local.sh use PID`): while this
+    one holds it, another's `release` leaves it running, and a holder that died is forgotten."""
+    holders = Path(kube).parent / "holders"
+    with subprocess.Popen(["sleep", "60"]) as other, subprocess.Popen(["sleep", "60"]) as dead:
+        for holder in (other, dead):
+            assert kh.kube_local("use", str(holder.pid)).returncode == 0
+        assert {p.name for p in holders.iterdir()} >= {str(other.pid), str(dead.pid)}
+        dead.kill()
+        dead.wait()
+        assert kh.kube_local("release", str(other.pid)).returncode == 0
+        other.kill()
+    assert kh.kube_local("status").returncode == 0
+    assert sorted(p.name for p in holders.iterdir() if not p.name.startswith(".")) == [str(os.getpid())]
 
 
 @pytest.mark.parametrize(("service_types", "message"), [
