@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -129,7 +130,7 @@ class Pending:
         self.responder = None  # type: ignore[assignment]  # may stay in the route's deque
         self.gather = None
         route = self.route
-        route.latency.insert(int((route.loop.time() - self.start) * 1e6))
+        route.latency.insert(int((monotonic() - self.start) * 1e6))
         route.throughput.mark(n)
         route.num_predictions.count += n
         route.default_ratio.increment(self.defaults, n)
@@ -343,7 +344,7 @@ class QueryFrontend:
             responder.send(200, b'{"batch_predictions":[]}')
             return
         pending = Pending(route, responder, n, self.take_query_ids(n),
-                          self._loop.time(), queue)  # type: ignore[union-attr]
+                          monotonic(), queue)  # type: ignore[union-attr]
         try:
             self.submit(pending, inputs, uid, version is not None)
         except OverloadedError as exc:

@@ -15,6 +15,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import orjson
@@ -119,7 +120,7 @@ class AppRoute:
     def _expire_due(self) -> None:
         self.timer = None
         expiring = self.expiring
-        horizon = self.loop.time() + _TIMER_SLACK_S
+        horizon = monotonic() + _TIMER_SLACK_S
         while expiring:
             head = expiring[0]
             if head.parts is not None:

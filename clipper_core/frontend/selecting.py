@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from time import monotonic
 from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
@@ -94,7 +95,7 @@ class Selector:
         if not wanted:
             return
         learn = Learn(self, key, wanted, label)
-        now = self.loop.time()
+        now = monotonic()
         learn.timer = self.loop.call_at(now + slo_s, learn.finish)
         for index, arm in enumerate(wanted):
             queue = arms[arm]

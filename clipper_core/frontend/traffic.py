@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Sequence
+from time import monotonic
 from typing import Any
 
 import orjson
@@ -79,12 +80,11 @@ class Split:
 class Shadows:
     """The shadow versions of an application's model: each gets a copy of every query."""
 
-    __slots__ = ("entries", "loop", "scheduler")
+    __slots__ = ("entries", "scheduler")
 
     def __init__(self, queues: list[VersionQueue], scheduler: Scheduler,
                  metrics: MetricsRegistry) -> None:
         self.scheduler = scheduler
-        self.loop = scheduler.loop
         self.entries = []
         for queue in queues:
             prefix = f"model:{queue.model}:{queue.version}:"
@@ -96,7 +96,7 @@ class Shadows:
     def mirror(self, primary: Waiter, inputs: Sequence[bytes], deadline: float,
                now: float) -> Waiter:
         """Send ``inputs`` to every shadow; return the waiter the primary version answers."""
-        mirror = Mirror(primary, len(inputs), self.loop, now)
+        mirror = Mirror(primary, len(inputs), now)
         scheduler = self.scheduler
         for queue, queries, agreement, latency, dropped in self.entries:
             if not scheduler.has_room(queue, inputs):
@@ -112,13 +112,12 @@ class Shadows:
 class Mirror:
     """Passes the primary version's answers on to the request and compares the shadows'."""
 
-    __slots__ = ("answers", "loop", "primary", "shadows", "start")
+    __slots__ = ("answers", "primary", "shadows", "start")
 
-    def __init__(self, primary: Waiter, n: int, loop: Any, start: float) -> None:
+    def __init__(self, primary: Waiter, n: int, start: float) -> None:
         self.primary = primary
         self.answers: list[bytes | None] = [None] * n
         self.shadows: list[ShadowAnswers] = []
-        self.loop = loop
         self.start = start
 
     def resolve(self, index: int, fragment: bytes | None, explanation: str | None) -> None:
@@ -143,7 +142,7 @@ class ShadowAnswers:
     def resolve(self, index: int, fragment: bytes | None, explanation: str | None) -> None:
         if fragment is None or index in self.answers:
             return
-        self.latency.insert(int((self.mirror.loop.time() - self.mirror.start) * 1e6))
+        self.latency.insert(int((monotonic() - self.mirror.start) * 1e6))
         self.answers[index] = fragment
         self.compare(index)
 

@@ -19,6 +19,7 @@ import struct
 from array import array
 from itertools import chain
 from math import prod
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -238,7 +239,7 @@ class OpenInference:
         frontend = self.frontend
         n = len(inputs)
         pending = V2Pending(route, responder, n, frontend.take_query_ids(n),
-                            self.routing.loop.time(), queue, name, version, request_id, outputs)
+                            monotonic(), queue, name, version, request_id, outputs)
         if n == 0:
             pending.respond([], ())
             return
