@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from time import monotonic
 
 from clipper_core.batching.adaptive import BatchSizer
 from clipper_core.batching.scheduler import NO_MODELS, SWEEP_INTERVAL_S, Scheduler
@@ -97,7 +98,7 @@ class Harness:
         return self.scheduler.add_replica(session, Replica("m", "1", 0, InputType.BYTES))
 
     def submit(self, data: bytes, waiter: Waiter, index: int = 0, slo: float = 10.0) -> None:
-        now = self.loop.time()
+        now = monotonic()
         queue = self.scheduler.queues[("m", "1")]
         self.scheduler.submit(queue, ("m", "1", 0, data), data, now + slo, now, waiter, index)
 
@@ -193,7 +194,7 @@ def test_a_requests_queries_leave_as_one_batch_at_once() -> None:
         h.replica("r1", batch_size=2)
         h.cache.put(("m", "1", int(InputType.BYTES), b"hit"), b"<cached>")
         waiter = Waiter()
-        now = h.loop.time()
+        now = monotonic()
         queue = h.scheduler.queues[("m", "1")]
         h.scheduler.submit_request(queue, [b"a", b"hit", b"b"], now + 10.0, now, waiter)
         assert waiter.results == {1: (b"<cached>", None)}  # answered from the cache
@@ -359,17 +360,17 @@ def test_forgetting_a_models_answers() -> None:
         h = Harness(asyncio.get_running_loop())
         slot = h.replica("r1")
         waiter = Waiter()
-        h.scheduler.submit_request(h.scheduler.queues[("m", "1")], [b"x"], h.loop.time() + 5,
-                                   h.loop.time(), waiter)
+        h.scheduler.submit_request(h.scheduler.queues[("m", "1")], [b"x"], monotonic() + 5,
+                                   monotonic(), waiter)
         h.scheduler.on_response(slot, 0, [b"old"])
         h.scheduler.forget_answers("other")
         again = Waiter()
         queue = h.scheduler.queues[("m", "1")]
-        h.scheduler.submit_request(queue, [b"x"], h.loop.time() + 5, h.loop.time(), again)
+        h.scheduler.submit_request(queue, [b"x"], monotonic() + 5, monotonic(), again)
         assert again.results == {0: (b"<old>", None)}  # another model's change: still cached
         h.scheduler.forget_answers("m")
         fresh = Waiter()
-        h.scheduler.submit_request(queue, [b"x"], h.loop.time() + 5, h.loop.time(), fresh)
+        h.scheduler.submit_request(queue, [b"x"], monotonic() + 5, monotonic(), fresh)
         assert fresh.results == {} and h.sent[-1][2] == [b"x"]  # asked of the model again
     run(main())
 
@@ -382,7 +383,7 @@ def test_a_query_lost_with_replicas_is_retried_once_and_alone() -> None:
             slot.sizer.limit = 10
         waiter = Waiter()
         queue = h.scheduler.queues[("m", "1")]
-        now = h.loop.time()
+        now = monotonic()
         h.scheduler.submit_request(queue, [b"poison", b"fine"], now + 10, now, waiter)
         assert [s[2] for s in h.sent] == [[b"poison", b"fine"]]
         h.scheduler.remove_replica(h.scheduler.inflight[0].replica, "said goodbye")
@@ -399,7 +400,7 @@ def test_a_query_lost_with_replicas_is_retried_once_and_alone() -> None:
         assert "was silent" in explanation
         assert queue.heap == [] and queue.retrying == 0 and queue.bytes == 0
         again = Waiter()  # a client sends it again: answered at once, no replica lost
-        now = h.loop.time()
+        now = monotonic()
         h.scheduler.submit_request(queue, [b"poison", b"new"], now + 10, now, again)
         assert again.results == {0: (None, explanation)}
         assert h.sent[-1][2] == [b"new"]
