@@ -343,7 +343,7 @@ release() {
     elif [ -f "$RUN/holders/.stop-on-release" ]; then
         stop
     else
-        log "the cluster stays up: it was running before the first use"
+        log "no use started the cluster: left as it is"
     fi
 }
 
