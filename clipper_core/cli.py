@@ -96,15 +96,22 @@ def _option_value(text: str) -> Any:
         return text
 
 
+def _key_values(items: Sequence[str], what: str, example: str,
+                form: str = "KEY=VALUE") -> dict[str, Any]:
+    """``KEY=VALUE`` arguments as a dict, each value read as JSON when it parses."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"{what} {item!r} is not {form} (e.g. {example})")
+        pairs[key.replace("-", "_")] = _option_value(value)
+    return pairs
+
+
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {param: getattr(args, opt) for opt, param in _MANAGER_OPTIONS.items()
                if getattr(args, opt) is not None}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CommandError(f"--option {item!r} is not KEY=VALUE (e.g. "
-                               "--option docker_network=my_net)")
-        options[key.replace("-", "_")] = _option_value(value)
+    options.update(_key_values(args.option, "--option", "--option docker_network=my_net"))
     return options
 
 
@@ -555,6 +562,70 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    """Show an application's selection policy and what it learned, or choose another."""
+    conn = _connect(args)
+    if args.policy is not None:
+        params = _key_values(args.param, "--param", "--param gamma=0.1")
+        conn.set_selection_policy(args.app, args.policy, **params)
+    state = conn.get_selection_state(args.app, args.uid)
+
+    def text() -> str:
+        learned = state["learned"]
+        params = " ".join(f"{k}={json.dumps(v)}" for k, v in state["params"].items()) or "-"
+        return (f"application {args.app}: policy {state['policy']}\n"
+                f"  parameters: {params}\n"
+                f"  learned:    {json.dumps(learned['state']) if learned else 'nothing yet'}")
+
+    _emit(args, state, text)
+    return 0
+
+
+def _traffic(args: argparse.Namespace, conn: ClipperConnection) -> int:
+    traffic = conn.get_traffic(args.model)
+
+    def text() -> str:
+        split = " ".join(f"{v}={w:g}" for v, w in traffic["split"].items())
+        return (f"model {args.model}: current version {traffic['current']}\n"
+                f"  split:    {split or 'none (all queries to the current version)'}\n"
+                f"  shadows:  {', '.join(traffic['shadows']) or 'none'}\n"
+                f"  rollback: {traffic['previous'] or '-'}")
+
+    _emit(args, traffic, text)
+    return 0
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    """Show how a model's queries are split between its versions, or split them anew."""
+    conn = _connect(args)
+    if args.weights:
+        weights = _key_values(args.weights, "weight", "1=95 2=5", "VERSION=WEIGHT")
+        for version, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise CommandError(f"weight {version}={weight!r} is not a number (e.g. 1=95 2=5)")
+        conn.set_traffic_split(args.model, weights)
+    return _traffic(args, conn)
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    """Mirror a model's queries to other versions (none: stop mirroring)."""
+    conn = _connect(args)
+    conn.set_shadow_versions(args.model, args.versions)
+    return _traffic(args, conn)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    conn.promote_canary(args.model)
+    return _traffic(args, conn)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    conn.rollback(args.model)
+    return _traffic(args, conn)
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     paths = _connect(args).get_clipper_logs(args.dir)
     _emit(args, paths, lambda: "\n".join(paths))
@@ -661,6 +732,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("replicas", type=int)
     p.add_argument("--version", default=None, help="default: the current version")
+    p = add("policy", cmd_policy,
+            "show an application's selection policy and what it learned, or choose another")
+    p.add_argument("app")
+    p.add_argument("policy", nargs="?", default=None,
+                   help="exp3, exp4, epsilon_greedy, ucb1, thompson, ensemble, default or a "
+                        "plugin's (omit to show the current one)")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the policy (repeatable), e.g. -p gamma=0.1 -p per_user=true")
+    p.add_argument("--uid", type=int, default=0, help="show what was learned for this user")
+    p = add("traffic", cmd_traffic,
+            "show how a model's queries are split between its versions, or set the split")
+    p.add_argument("model")
+    p.add_argument("weights", nargs="*", metavar="VERSION=WEIGHT", help="e.g. 1=95 2=5")
+    p = add("shadow", cmd_shadow,
+            "mirror a model's queries to other versions (answers compared, never returned)")
+    p.add_argument("model")
+    p.add_argument("versions", nargs="*", metavar="VERSION", help="none: stop mirroring")
+    p = add("promote", cmd_promote, "make a model's canary version current, with all traffic")
+    p.add_argument("model")
+    p = add("rollback", cmd_rollback,
+            "return all of a model's traffic to the version current before its split, shadows "
+            "or promotion")
+    p.add_argument("model")
     p = add("predict", cmd_predict, "send one query to an application")
     p.add_argument("app")
     p.add_argument("input", metavar="json",

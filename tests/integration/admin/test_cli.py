@@ -141,3 +141,51 @@ def test_deploy_a_file_inspect_scale_and_json(cli, tmp_path):
         assert "The local backend has no option bogus" in option.stderr
     finally:
         assert cli("stop").returncode == 0
+
+
+def test_policy_traffic_shadow_promote_rollback(cli, tmp_path):
+    for version, factor in (("1", 1), ("2", 10)):
+        (tmp_path / f"v{version}.py").write_text(
+            f"def predict(xs):\n    return [str({factor} * sum(x)) for x in xs]\n")
+    assert cli("start").returncode == 0
+    try:
+        for version in ("1", "2"):
+            deployed = cli("deploy", f"{tmp_path}/v{version}.py:predict", "--name", "m",
+                           "--version", version, "--app", "a")
+            assert deployed.returncode == 0, deployed.stderr
+        shown = cli("traffic", "m")
+        assert "current version 2" in shown.stdout
+        assert "none (all queries to the current version)" in shown.stdout
+
+        split = cli("traffic", "m", "1=100", "2=0")
+        assert split.returncode == 0, split.stderr
+        assert "split:    1=100 2=0" in split.stdout
+        assert json.loads(cli("predict", "a", "[1.0, 2.0]").stdout)["output"] == 3.0
+        shadow = json.loads(cli("shadow", "m", "1", "--json").stdout)
+        assert shadow == {"current": "2", "split": {"1": 100, "2": 0}, "shadows": ["1"],
+                          "previous": "2"}
+        promoted = cli("promote", "m")
+        assert promoted.returncode == 0, promoted.stderr
+        assert "current version 1" in promoted.stdout
+        rolled = json.loads(cli("rollback", "m", "--json").stdout)
+        assert (rolled["current"], rolled["split"], rolled["shadows"]) == ("2", {}, [])
+        assert json.loads(cli("predict", "a", "[1.0, 2.0]").stdout)["output"] == 30.0
+
+        bad = cli("traffic", "m", "1=most")
+        assert bad.returncode == 1
+        assert "weight 1='most' is not a number (e.g. 1=95 2=5)" in bad.stderr
+        unknown = cli("traffic", "m", "7=1")
+        assert unknown.returncode == 1
+        assert "Unknown version '7' of model 'm'" in unknown.stderr
+
+        assert "policy default" in cli("policy", "a").stdout
+        chosen = cli("policy", "a", "exp3", "-p", "gamma=0.2")
+        assert chosen.returncode == 0, chosen.stderr
+        assert "policy exp3" in chosen.stdout
+        assert "parameters: gamma=0.2" in chosen.stdout
+        assert json.loads(cli("policy", "a", "--json").stdout)["params"] == {"gamma": 0.2}
+        wrong = cli("policy", "a", "exp3", "-p", "gamma=7")
+        assert wrong.returncode == 1
+        assert "gamma must be in (0, 1], not 7" in wrong.stderr
+    finally:
+        assert cli("stop").returncode == 0
