@@ -463,7 +463,7 @@ class DockerContainerManager(ContainerManager):
         """Add or remove replica containers of ``name:version`` until ``num_replicas`` run
         for each query frontend."""
         version = str(version)
-        frontends = self.client.containers.list(filters={"label": [
+        frontends = self.client.containers.list(ignore_removed=True, filters={"label": [
             f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}", CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL]})
         if not frontends:
             msg = (
@@ -497,7 +497,7 @@ class DockerContainerManager(ContainerManager):
         """The model's replica containers (at one query frontend, or at all of them), running
         or exited (not those being removed)."""
         label = create_model_container_label(name, str(version))
-        containers = self.client.containers.list(all=True, filters={"label": [
+        containers = self.client.containers.list(ignore_removed=True, all=True, filters={"label": [
             f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}",
             f"{CLIPPER_MODEL_CONTAINER_LABEL}={label}"]})
         return [c for c in containers if c.status not in ("removing", "dead")
@@ -551,7 +551,8 @@ class DockerContainerManager(ContainerManager):
         The Docker network is kept: other clusters may use it.
         """
         containers = self.client.containers.list(
-            all=True, filters={"label": f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}"})
+            all=True, ignore_removed=True,
+            filters={"label": f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}"})
         containers.sort(key=lambda c: CLIPPER_SUPERVISOR_LABEL not in c.labels)
         for container in containers:
             if graceful and CLIPPER_SUPERVISOR_LABEL not in container.labels:
@@ -600,10 +601,10 @@ class DockerContainerManager(ContainerManager):
 
     def _running_containers(self) -> list[Any]:
         return self.client.containers.list(
-            filters={"label": f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}"})
+            ignore_removed=True, filters={"label": f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}"})
 
     def _model_containers(self) -> list[Any]:
-        containers = self.client.containers.list(all=True, filters={"label": [
+        containers = self.client.containers.list(ignore_removed=True, all=True, filters={"label": [
             f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}", CLIPPER_MODEL_CONTAINER_LABEL]})
         return [c for c in containers if c.status not in ("removing", "dead")]
 

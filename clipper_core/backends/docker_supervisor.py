@@ -56,7 +56,7 @@ class Supervisor:
 
         now = time.monotonic() if now is None else now
         exited = self.client.containers.list(
-            all=True, filters={**self._cluster_filter(), "status": ["exited"]})
+            ignore_removed=True, all=True, filters={**self._cluster_filter(), "status": ["exited"]})
         started = []
         for container in exited:
             if CLIPPER_SUPERVISOR_LABEL in container.labels:
@@ -85,6 +85,7 @@ class Supervisor:
         import docker.errors
 
         for frontend in self.client.containers.list(
+                ignore_removed=True,
                 filters=self._cluster_filter(CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL)):
             previous = self._frontend_ips.get(frontend.id)
             self._frontend_ips[frontend.id] = _addresses(frontend)
@@ -94,6 +95,7 @@ class Supervisor:
                      frontend.name, previous, _addresses(frontend))
             frontend_id = frontend.labels.get(CLIPPER_QUERY_FRONTEND_ID_LABEL, "0")
             for replica in self.client.containers.list(
+                    ignore_removed=True,
                     filters=self._cluster_filter(CLIPPER_MODEL_CONTAINER_LABEL)):
                 if replica.labels.get(CLIPPER_QUERY_FRONTEND_ID_LABEL, "0") != frontend_id:
                     continue

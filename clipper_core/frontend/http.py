@@ -155,7 +155,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        if len(server.connections) >= server.max_connections or server.stopping:
+        if len(server.connections) >= server.max_connections:
             transport.write(render_response(  # type: ignore[attr-defined]
                 503, error_body(HTTPStatus.SERVICE_UNAVAILABLE.phrase,
                                 f"The server already has {len(server.connections)} open "
@@ -165,6 +165,10 @@ class HttpConnection(asyncio.Protocol):
             self.transport = None
             return
         server.connections.add(self)
+        if server.stopping:
+            # Accepted from the listen backlog after the stop began: the client has likely
+            # sent its request already; answer it like an idle connection's, then close.
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -491,6 +495,9 @@ class HttpServer:
             self._server.close()
         for conn in list(self.connections):
             conn.shutdown()
+        # A connection accepted with the stop's wake-up joins in its connection_made (shut
+        # down there) before the drain below looks at what is open.
+        await asyncio.sleep(0)
         now = time.monotonic()
         deadline, idle_until = now + self.drain_timeout_s, now + min(IDLE_GRACE_S,
                                                                      self.drain_timeout_s)

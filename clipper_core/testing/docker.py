@@ -130,9 +130,9 @@ class DockerCluster:
 
     def logs(self, tail: int = 40) -> str:
         """The last ``tail`` log lines of every model container of the cluster."""
-        containers = docker_client().containers.list(all=True, filters={"label": [
-            f"{CLIPPER_DOCKER_LABEL}={self.conn.cm.cluster_name}",
-            CLIPPER_MODEL_CONTAINER_LABEL]})
+        containers = docker_client().containers.list(all=True, ignore_removed=True, filters={
+            "label": [f"{CLIPPER_DOCKER_LABEL}={self.conn.cm.cluster_name}",
+                      CLIPPER_MODEL_CONTAINER_LABEL]})
         return "\n".join(
             f"== {c.name} ({c.status})\n{c.logs(tail=tail).decode(errors='replace')}"
             for c in containers) or "(no model containers)"

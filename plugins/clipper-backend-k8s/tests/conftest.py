@@ -96,7 +96,7 @@ class Helpers:
         client = docker_client()
 
         def containers() -> list[Any]:
-            in_namespace = client.containers.list(all=True, filters={
+            in_namespace = client.containers.list(ignore_removed=True, all=True, filters={
                 "label": f"io.kubernetes.pod.namespace={manager.namespace}"})
             return [c for c in in_namespace
                     if manager.cluster_name in c.labels.get("io.kubernetes.pod.name", "")]

@@ -71,7 +71,7 @@ class Helpers:
             "label": [f"{CLIPPER_DOCKER_LABEL}={conn.cm.cluster_name}", *labels]}
         if image:
             filters["ancestor"] = image
-        return docker_client().containers.list(filters=filters)
+        return docker_client().containers.list(ignore_removed=True, filters=filters)
 
     @staticmethod
     def model_containers(conn: ClipperConnection) -> list[Any]:

@@ -1,4 +1,5 @@
 import asyncio
+import socket
 
 import pytest
 import uvloop
@@ -303,6 +304,28 @@ def test_half_closed_client_gets_its_late_answers_then_eof():
     data = run(exchange())
     assert data.count(b"HTTP/1.1 200 OK") == 2
     assert data.index(b'{"later":true}') < data.index(b'"path":"/now"')
+
+
+def test_stop_answers_a_connection_accepted_as_it_begins():
+    """A connection accepted in the loop iteration that starts the stop (scheduled, as the
+    SIGTERM handler schedules it) is answered with ``Connection: close``. It used to get a 503
+    saying the connection limit was reached."""
+    async def exchange():
+        server = HttpServer(handler)
+        await server.start("127.0.0.1", 0)
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"GET /late-comer HTTP/1.1\r\n\r\n")
+        await asyncio.ensure_future(server.stop())  # the accept comes first in its iteration
+        return client
+
+    client = run(exchange())
+    client.settimeout(5)
+    data = b""
+    while b'"path":"/late-comer"' not in data and (chunk := client.recv(65536)):
+        data += chunk
+    client.close()
+    assert data.startswith(b"HTTP/1.1 200 OK"), data
+    assert b"Connection: close" in data
 
 
 def test_stop_answers_a_request_arriving_on_an_idle_connection():
