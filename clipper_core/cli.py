@@ -739,7 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exp3, exp4, epsilon_greedy, ucb1, thompson, ensemble, default or a "
                         "plugin's (omit to show the current one)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
-                   help="a parameter of the policy (repeatable), e.g. -p gamma=0.1 -p per_user=true")
+                   help="a parameter of the policy (repeatable), e.g. -p gamma=0.1 "
+                        "-p per_user=true")
     p.add_argument("--uid", type=int, default=0, help="show what was learned for this user")
     p = add("traffic", cmd_traffic,
             "show how a model's queries are split between its versions, or set the split")

@@ -166,8 +166,8 @@ class HttpConnection(asyncio.Protocol):
             return
         server.connections.add(self)
         if server.stopping:
-            # Accepted from the listen backlog after the stop began: the client has likely
-            # sent its request already; answer it like an idle connection's, then close.
+            # Accepted in the loop iteration that began the stop: its request is likely on
+            # its way already; answer it like an idle connection's, then close.
             self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -30,7 +30,8 @@ def _docker_bridge_address() -> str:
     options = docker_client().networks.get("bridge").attrs["Options"] or {}
     interface = options.get("com.docker.network.bridge.name", "docker0")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", interface.encode()[:15]))
+        request = struct.pack("256s", interface.encode()[:15])  # struct ifreq: the name first
+        answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
     return socket.inet_ntoa(answer[20:24])
 
 

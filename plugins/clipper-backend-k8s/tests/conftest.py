@@ -3,7 +3,8 @@
 ``kube`` (session) starts the Docker engine, builds the registry-free base image and holds
 the local cluster (``kube-local.sh use``: started if needed, its binaries built once and cached);
 at the end it lets go (``release``), which stops the cluster when no other test session holds it
-and a session started it. ``start_cluster`` starts Clipper clusters on it; each is stopped after the session.
+and a session started it. ``start_cluster`` starts Clipper clusters on it; each is stopped
+after the session.
 """
 
 from __future__ import annotations

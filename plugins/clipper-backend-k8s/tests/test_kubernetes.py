@@ -75,7 +75,8 @@ def test_a_pid_file_naming_another_process_does_not_count_as_running(kh: Any, ku
     assert kh.kube_local("status").returncode == 0
 
 
-def test_a_session_letting_go_leaves_the_cluster_to_the_others_holding_it(kh: Any, kube: str) -> None:
+def test_a_session_letting_go_leaves_the_cluster_to_the_others_holding_it(
+        kh: Any, kube: str) -> None:
     """Test sessions side by side share the local cluster (`kube-local.sh use PID`): while this
     one holds it, another's `release` leaves it running, and a holder that died is forgotten."""
     holders = Path(kube).parent / "holders"
